@@ -1,0 +1,71 @@
+# deblur: `make repro` runs the whole pipeline, `make test` the tests. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.deblur-requirements
+# The environment is rebuilt only when what it is built from changes (content, not mtime).
+REQ_HASH := $(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup repro test test-slow lint format bench serve mlflow-ui mlflow-server clean help
+
+help:
+	@echo "make repro   set up .venv if needed, then run the whole DVC pipeline (dvc repro)"
+	@echo "make test    set up .venv if needed, then lint and run the tests"
+	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | test-slow | clean"
+
+setup:
+	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
+		echo "setup: .venv is up to date"; \
+	else \
+		set -e; \
+		[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV); \
+		$(BIN)/python -m pip install -q --upgrade pip; \
+		$(BIN)/python -m pip install -q -r requirements.lock; \
+		$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .; \
+		echo "$(REQ_HASH)" > $(STAMP); \
+		echo "setup: .venv ready"; \
+	fi
+
+repro: setup
+	$(BIN)/dvc repro
+	@$(BIN)/dvc metrics show
+
+test: setup lint
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/deblur bench
+
+serve: setup
+	$(BIN)/deblur serve
+
+mlflow-ui: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+# A team's tracking server: database backend + artifact root, on loopback by default.
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5001
+mlflow-server: setup
+	mkdir -p mlflow-server
+	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow-server/mlflow.db \
+		--artifacts-destination mlflow-server/artifacts \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -1,0 +1,5 @@
+"""`python -m deblur` (and `torchrun -m deblur ...`) runs the CLI."""
+
+from deblur.cli import main
+
+main()
