@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from deblur.errors import DeblurError
@@ -43,31 +42,35 @@ def download(params: ParamsOpt = None) -> None:
     data.source picks the origin: `synthetic` (default, offline), `gopro` (data.url, checked
     against data.sha256, resumable) or `folder` (a local GoPro-layout copy in data.folder).
     """
+    p = _params(params)
     from deblur.data import download as dl
 
-    dl.run(_params(params))
+    dl.run(p)
 
 
 @app.command()
 def validate(params: ParamsOpt = None) -> None:
     """Build data/manifest.csv and check it with Great Expectations; fail on a bad dataset."""
+    p = _params(params)
     from deblur.data import validate as val
 
-    val.run(_params(params))
+    val.run(p)
 
 
 @app.command()
 def preprocess(params: ParamsOpt = None) -> None:
     """Decode every pair once into data/processed/ (uint8 arrays, memory-mapped at train time)."""
+    p = _params(params)
     from deblur.data import preprocess as pre
 
-    pre.run(_params(params))
+    pre.run(p)
 
 
 def _train(kind: str, params: Path | None, device: str, resume: bool) -> None:
+    p = _params(params)
     from deblur.train import run
 
-    run(kind, _params(params), device=device, resume=resume)
+    run(kind, p, device=device, resume=resume)
 
 
 DeviceOpt = Annotated[
@@ -91,28 +94,97 @@ def train_ae(params: ParamsOpt = None, device: DeviceOpt = "auto", resume: Resum
 
 
 @app.command()
+def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
+    """Score both models, the blurry input and a classical baseline on the test split.
+
+    Writes reports/per_image.csv, reports/results.csv (with the seed's published GoPro rows,
+    marked as reported) and metrics/eval.json, and logs them to MLflow.
+    """
+    p = _params(params)
+    from deblur.evaluate import run
+
+    run(p, device=device)
+
+
+@app.command()
+def report(params: ParamsOpt = None) -> None:
+    """Render reports/report.md and a self-contained reports/report.html with their figures."""
+    p = _params(params)
+    from deblur.report import run
+
+    run(p)
+
+
+@app.command()
+def predict(
+    inputs: Annotated[
+        list[str], typer.Argument(metavar="PATH", help="Image files, folders or quoted globs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the deblurred PNGs.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="gan, ae, a .pt file or models:/NAME@ALIAS.")
+    ] = "gan",
+    tile: Annotated[
+        int | None, typer.Option(min=32, help="Tile side; default params evaluate.tile.")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=0, help="Tile overlap; default params evaluate.overlap.")
+    ] = None,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Deblur your own images into OUT as PNGs with the same names (inputs are never touched)."""
+    from deblur import config
+
+    # Outside a project (no ./params.yaml) the defaults apply: predict only needs a model.
+    p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    from deblur.infer import predict as run
+
+    ev = p.evaluate
+    run(inputs, out, model, tile or ev.tile, ev.overlap if overlap is None else overlap, device)
+
+
+@app.command()
 def info(
     params: ParamsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print each model's parameter count and multiply-accumulates per megapixel."""
+    p = _params(params)
     from deblur.models import describe
 
-    describe(_params(params), as_json=as_json)
+    describe(p, as_json=as_json)
+
+
+NOT_PROMOTED = 3
+
+
+@app.command()
+def promote(
+    kind: Annotated[str, typer.Argument(help="gan or ae.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Compare only; change nothing.")
+    ] = False,
+) -> None:
+    """Move the registry alias `champion` to the newest version if it beats the holder.
+
+    Compares test PSNR (SSIM breaks a tie) as tagged by `deblur evaluate`. Exit code 0: it
+    was (or, with --dry-run, would be) promoted; 3: the champion stays and the newest
+    version is marked `challenger`; 1: nothing to compare.
+    """
+    from deblur import tracking
+
+    promoted, account = tracking.promote(kind, dry_run=dry_run)
+    typer.echo(account)
+    raise typer.Exit(0 if promoted else NOT_PROMOTED)
 
 
 def main() -> None:
     """Console entry point: user mistakes end in one line and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: typer itself reports usage errors (exit 2) and --help
     except DeblurError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from deblur.errors import ConfigError
 
@@ -35,29 +42,44 @@ class SyntheticConfig(Strict):
     pairs_per_scene: int = Field(4, ge=1, description="blur/sharp pairs along each scene's path")
     height: int = Field(192, ge=32, le=2048)
     width: int = Field(256, ge=32, le=2048)
-    frames: int = Field(9, ge=3, le=31, description="frames averaged into one blurry image")
-    shift: float = Field(14.0, ge=0.0, description="mean camera travel during one exposure (px)")
+    frames: int = Field(9, ge=3, le=31, description="frames averaged into one blurry image (odd)")
+    shift: float = Field(
+        9.0, ge=0.0, le=256.0, description="mean camera travel during one exposure (px)"
+    )
     rotation: float = Field(1.0, ge=0.0, le=30.0, description="max in-plane rotation (degrees)")
     zoom: float = Field(0.02, ge=0.0, le=0.5, description="max relative zoom over the exposure")
-    noise: float = Field(0.004, ge=0.0, le=0.2, description="sensor noise std (linear light)")
+    noise: float = Field(0.004, ge=0.0, le=0.2, description="sensor noise std at white (linear)")
+
+    @field_validator("frames")
+    @classmethod
+    def _odd(cls, frames: int) -> int:
+        if frames % 2 == 0:
+            raise ValueError("must be odd: the sharp image is the burst's middle frame")
+        return frames
 
 
 class DataConfig(Strict):
     source: Literal["synthetic", "gopro", "folder"] = "synthetic"
-    name: str = Field("synthetic", pattern=r"^[A-Za-z0-9_.-]+$")
-    url: str = "https://cv.snu.ac.kr/~snah/Deblur/dataset/GOPRO_Large.zip"
-    sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$")
-    folder: str | None = None
+    name: str = Field(
+        "synthetic",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="folder under data/raw: letters, digits, _ . - (a plain name, not a path)",
+    )
+    url: str = Field(
+        "https://cv.snu.ac.kr/~snah/Deblur/dataset/GOPRO_Large.zip",
+        pattern=r"^(https?|file)://",
+        description="GOPRO_Large archive (.zip, .tar, .tar.gz): http(s):// or file://",
+    )
+    sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$", description="the archive's SHA-256")
+    folder: str | None = Field(None, description="local copy in the GoPro layout (source folder)")
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")
     def _source_needs(self) -> DataConfig:
         if self.source == "gopro" and not self.sha256:
-            raise ValueError(
-                "data.sha256 must be the archive's 64-hex SHA-256 when data.source is gopro"
-            )
+            raise ValueError("source gopro needs data.sha256, the archive's 64-hex SHA-256")
         if self.source == "folder" and not self.folder:
-            raise ValueError("data.folder must name a local GoPro-layout copy for source folder")
+            raise ValueError("source folder needs data.folder, a local copy in the GoPro layout")
         return self
 
 
@@ -84,28 +106,52 @@ class PreprocessConfig(Strict):
 # --------------------------------------------------------------------------- models
 
 
-class GeneratorConfig(Strict):
+class _Widths(Strict):
+    """The width doubles at each stride-2 downsampling, up to max_channels.
+
+    Doubling keeps every level's cost per pixel the same; the cap makes the lowest levels
+    cheaper still, which is how a CPU-sized model affords many blocks at low resolution.
+    """
+
+    @model_validator(mode="after")
+    def _cap_not_below_width(self):
+        if self.max_channels < self.channels:
+            raise ValueError("max_channels must be >= channels")
+        return self
+
+
+class GeneratorConfig(_Widths):
     """GAN generator: strided encoder, residual blocks, decoder, global residual skip."""
 
-    channels: int = Field(32, ge=4, description="width of the first level")
-    n_down: int = Field(2, ge=0, le=5, description="stride-2 downsamplings")
-    n_res: int = Field(6, ge=0, le=64, description="residual blocks at the lowest level")
+    channels: int = Field(16, ge=4, le=1024, description="width at full resolution")
+    max_channels: int = Field(128, ge=4, le=2048, description="cap on the doubling width")
+    n_down: int = Field(3, ge=0, le=5, description="stride-2 downsamplings")
+    n_res: int = Field(4, ge=0, le=64, description="residual blocks at the lowest level")
 
 
 class DiscriminatorConfig(Strict):
-    """PatchGAN-style: conv + batch norm + LeakyReLU, sigmoid real/fake per patch."""
+    """PatchGAN: conv + batch norm + LeakyReLU, one real/fake logit per patch."""
 
-    channels: int = Field(32, ge=4)
-    n_layers: int = Field(3, ge=1, le=6)
+    channels: int = Field(16, ge=4, le=1024, description="width of the first layer")
+    n_layers: int = Field(3, ge=1, le=6, description="stride-2 convs; 3 scores 70x70 patches")
 
 
-class AutoencoderConfig(Strict):
+class AutoencoderConfig(_Widths):
     """Encoder with growing depth, dilated bottleneck, attention decoder with skips."""
 
-    channels: int = Field(32, ge=4, description="width of the first level")
+    channels: int = Field(16, ge=4, le=1024, description="width at full resolution")
+    max_channels: int = Field(64, ge=4, le=2048, description="cap on the doubling width")
     depth: int = Field(3, ge=1, le=5, description="stride-2 downsamplings")
-    dilations: tuple[int, ...] = Field((1, 2, 4, 8), min_length=1)
-    attention: bool = True
+    dilations: tuple[int, ...] = Field(
+        (1, 2, 4), min_length=1, description="one residual block per dilation in the bottleneck"
+    )
+    attention: bool = Field(True, description="channel + spatial attention in the decoder")
+
+    @model_validator(mode="after")
+    def _dilations_positive(self):
+        if min(self.dilations) < 1:
+            raise ValueError("dilations must all be >= 1")
+        return self
 
 
 # --------------------------------------------------------------------------- training
@@ -193,7 +239,8 @@ def _describe(error: dict[str, Any], source: str) -> str:
     if kind == "extra_forbidden":
         return f"{source}: unknown key '{key}'; remove it or fix its spelling"
     if kind == "value_error":
-        return f"{source}: {error['msg'].removeprefix('Value error, ')}"
+        where = f"{key}: " if error["loc"] else ""
+        return f"{source}: {where}{error['msg'].removeprefix('Value error, ')}"
     got = error.get("input")
     return f"{source}: {key}: {error['msg']} (got {got!r})"
 

@@ -1,0 +1,71 @@
+"""Reading and writing images: the one place that knows about PIL's modes and failure modes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from deblur.errors import DataError
+from deblur.fsutil import atomic_path
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to uint8 HxWx3 RGB, upright as its EXIF orientation says.
+
+    Gray becomes three equal channels, alpha is dropped, 16-bit is scaled down to 8. Anything
+    that does not decode completely (missing, truncated, corrupt, not an image) raises
+    DataError naming the file: training on half an image fails silently much later.
+    """
+    path = Path(path)
+    try:
+        # A decompression-bomb warning is an error for us: no real photo is that large.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()  # decode now, inside the try: PIL is lazy
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb8(img)
+    except FileNotFoundError:
+        raise DataError(f"image {path} not found; check the dataset folder") from None
+    except (OSError, ValueError, SyntaxError, EOFError, *_TOO_LARGE) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"image {path} cannot be decoded ({reason}); replace or remove the file"
+        ) from None
+
+
+# Pixel counts beyond PIL's guard: a corrupt header, or no photo we could train on.
+_TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def _to_rgb8(img: Image.Image) -> np.ndarray:
+    if img.mode.startswith("I"):
+        # 16-bit gray: PIL's convert("L") clips instead of scaling, so scale by hand.
+        wide = np.asarray(img).astype(np.int64)
+        if img.mode.startswith("I;16") or wide.max() > 255:
+            wide = wide >> 8
+        gray = np.clip(wide, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        # A palette with transparency goes through RGBA, as PIL asks; alpha is then dropped.
+        img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "PA") else img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+
+
+def channels_of(path: str | os.PathLike) -> int:
+    """How many channels the file itself stores (1 gray, 3 RGB, 4 RGBA...), before read_rgb."""
+    with Image.open(path) as img:
+        return len(img.getbands())
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray, compress_level: int = 6) -> None:
+    """Write a uint8 HxW or HxWx3 array as PNG, atomically (a crash leaves no partial file)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise TypeError(f"write_png wants uint8, got {image.dtype}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG", compress_level=compress_level)

@@ -1,0 +1,257 @@
+"""The one inference path: a model, an image of any size, a deblurred image.
+
+`deblur predict`, `deblur evaluate`, the report and the MLflow model all call
+`deblur_image`, so the numbers in the tables are exactly what a user gets.
+
+Large images are cut into overlapping tiles so memory stays bounded (a 4000x3000 photo
+never goes through the network whole). Where two tiles meet, each tile's outer
+`overlap // 4` pixels are dropped, because a convolution there saw zero padding instead
+of the neighbouring pixels, and the rest of the overlap is cross-faded with a raised
+cosine, so a model whose receptive field fits in that margin gives exactly what
+whole-image inference gives, and a deeper one shows no seams.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deblur import paths
+from deblur.errors import DeblurError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+MODEL_FORMS = "gan, ae, a checkpoint path (*.pt) or a registry URI (models:/deblur-gan@champion)"
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins along one axis; the last tile is pulled back to end at the border."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    return starts + [length - tile]
+
+
+def _ramp(size: int, start: int, stop: int, overlap: int) -> np.ndarray:
+    """1-D blending weight of one tile [start, stop) on an axis of length ``size``.
+
+    Weight 0 on the outer quarter of the overlap at an edge shared with a neighbour (zero
+    padding spoiled it), a raised cosine from 0 to 1 over the middle half, 1 elsewhere.
+    Edges on the image border keep full weight: there is no neighbour to hand over to.
+    The ramps of two neighbours overlapping by exactly ``overlap`` sum to 1.
+    """
+    n = stop - start
+    w = np.ones(n, np.float64)
+    margin = overlap // 4
+    width = overlap - 2 * margin
+    if width <= 0:
+        return w
+    d = np.arange(n, dtype=np.float64)
+    t = np.clip((d - margin + 0.5) / width, 0.0, 1.0)
+    rise = 0.5 - 0.5 * np.cos(np.pi * t)
+    if start > 0:
+        w = np.minimum(w, rise)
+    if stop < size:
+        w = np.minimum(w, rise[::-1])
+    return w
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 or float HxWx3 -> float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DeblurError(f"expected an RGB image of shape HxWx3, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8, rounded: what a PNG stores."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _tiles(h: int, w: int, tile: int, overlap: int):
+    """(region, window) per tile: its slice of the image and its HxWx1 blending weight."""
+    th, tw = min(tile, h), min(tile, w)
+    for top in _starts(h, th, tile - overlap):
+        wy = _ramp(h, top, top + th, overlap)
+        for left in _starts(w, tw, tile - overlap):
+            wx = _ramp(w, left, left + tw, overlap)
+            window = (wy[:, None] * wx[None, :]).astype(np.float32)[..., None]
+            yield np.s_[top : top + th, left : left + tw], window
+
+
+def _forward(model: torch.nn.Module, crop: np.ndarray, device) -> np.ndarray:
+    """float HxWx3 -> the model's float HxWx3 output in [0, 1]."""
+    inp = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None].to(device)
+    return model(inp).float().clamp_(0, 1)[0].cpu().numpy().transpose(1, 2, 0)
+
+
+def deblur_image(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    tile: int = 512,
+    overlap: int = 32,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Deblur one uint8 or float HxWx3 image of any size -> float32 HxWx3 in [0, 1]."""
+    if tile <= overlap:
+        raise DeblurError(f"tile ({tile}) must be larger than overlap ({overlap})")
+    x = to_float(image)
+    h, w, _ = x.shape
+    out = np.zeros((h, w, 3), np.float32)
+    weight = np.zeros((h, w, 1), np.float32)
+    was_training = model.training
+    model = model.to(device).eval()  # batch norm must use its running stats, not the tile's
+    try:
+        with torch.inference_mode():
+            for region, window in _tiles(h, w, tile, overlap):
+                out[region] += _forward(model, x[region], device) * window
+                weight[region] += window
+    finally:
+        model.train(was_training)
+    return out / weight
+
+
+# --------------------------------------------------------------------------- models
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """'auto' -> CUDA when present, else CPU; anything else as torch spells it."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise DeblurError(f"unknown device '{spec}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeblurError(f"device '{spec}' asked for, but no CUDA GPU is visible; use cpu")
+    return device
+
+
+def resolve_model(spec: str | os.PathLike) -> Path:
+    """'gan' | 'ae' | a checkpoint path | a registry URI -> a local checkpoint file."""
+    text = str(spec)
+    if text in ("gan", "ae"):
+        path = paths.checkpoint(text)
+        if not path.is_file():
+            raise DeblurError(f"{path} not found; run `deblur train {text}` (or `dvc repro`)")
+        return path
+    if text.startswith(("models:/", "runs:/")):
+        from deblur.tracking import download_checkpoint
+
+        return download_checkpoint(text)
+    path = Path(text)
+    if path.is_file():
+        return path
+    if path.suffix == ".pt":
+        raise DeblurError(f"checkpoint {path} not found")
+    raise DeblurError(f"unknown model '{text}'; use {MODEL_FORMS}")
+
+
+def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    from deblur import models
+
+    return models.load(resolve_model(spec), device=device)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def expand_inputs(items: list[str | os.PathLike]) -> list[Path]:
+    """Files as given; folders and globs -> their image files, sorted, without duplicates."""
+    found: list[Path] = []
+    for item in map(str, items):
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        elif path.is_file():
+            found.append(path)
+        elif glob.has_magic(item):
+            matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
+            hits = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            if not hits:
+                raise DeblurError(f"no image matches '{item}'")
+            found += hits
+        else:
+            raise DeblurError(f"no such file or folder: {item}")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise DeblurError(f"no images found in {', '.join(map(str, items))}")
+    return unique
+
+
+def plan_outputs(inputs: list[Path], out_dir: Path) -> list[Path]:
+    """<out_dir>/<stem>.png for each input; refuse collisions and overwriting any input."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DeblurError(f"output folder {out_dir} is a file; pass a folder to -o")
+    outputs = [(out_dir / f"{p.stem}.png").resolve() for p in inputs]
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, outputs, strict=True):
+        if dst in seen:
+            raise DeblurError(
+                f"{seen[dst]} and {src} would both be written to {dst}; predict them separately"
+            )
+        seen[dst] = src
+    clash = set(outputs) & set(inputs)
+    if clash:
+        raise DeblurError(
+            f"output {sorted(clash)[0]} would overwrite an input; choose another -o folder"
+        )
+    return outputs
+
+
+def predict(
+    inputs: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    spec: str = "gan",
+    tile: int = 512,
+    overlap: int = 32,
+    device: str = "auto",
+) -> list[Path]:
+    """Deblur files, folders and globs into ``out_dir`` as PNGs; skip (and report) bad files.
+
+    Every readable image is written (atomically) even when some are not; the bad ones are
+    named as they come and, at the end, a DeblurError carries their count.
+    """
+    from tqdm import tqdm
+
+    from deblur.data.images import read_rgb, write_png
+
+    if tile <= overlap:
+        raise DeblurError(f"tile ({tile}) must be larger than overlap ({overlap})")
+    sources = expand_inputs(inputs)
+    targets = plan_outputs(sources, Path(out_dir))
+    dev = resolve_device(device)
+    model = load_model(spec, device=dev)
+    written, skipped = [], []
+    bar = tqdm(list(zip(sources, targets, strict=True)), desc="deblur", unit="img")
+    for src, dst in bar:
+        try:
+            image = read_rgb(src)
+        except (DeblurError, OSError, ValueError) as exc:  # the reader should say DataError
+            skipped.append(src)
+            tqdm.write(f"skipped {src.name}: {exc}")
+            continue
+        start = time.perf_counter()
+        out = deblur_image(model, image, tile=tile, overlap=overlap, device=dev)
+        bar.set_postfix(ms=f"{(time.perf_counter() - start) * 1e3:.0f}")
+        write_png(dst, to_uint8(out))
+        written.append(dst)
+    if skipped:
+        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        raise DeblurError(
+            f"{len(skipped)} of {len(sources)} images skipped ({names}); "
+            f"the other {len(written)} are in {out_dir}"
+        )
+    return written

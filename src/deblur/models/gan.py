@@ -1,0 +1,60 @@
+"""The seed's GAN: a residual encoder-decoder generator and a PatchGAN discriminator."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deblur.config import DiscriminatorConfig, GeneratorConfig
+from deblur.models.blocks import ResBlock, UNet, down, level_widths, up
+
+
+class Generator(UNet):
+    """Blurry image -> sharp image, as input + a learned residual.
+
+    A 3x3 head, ``n_down`` stride-2 convs (width doubling up to ``max_channels``),
+    ``n_res`` residual blocks at the lowest resolution, where one pixel stands for a
+    2**n_down-pixel square of the image, so a few 3x3 convs span a long motion blur, then
+    stride-2 transposed convs back up, each adding the encoder's features of its level,
+    and a zero-initialised 3x3 tail. No batch norm anywhere (see ResBlock).
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        widths = level_widths(config.channels, config.n_down, config.max_channels)
+        body = nn.Sequential(*(ResBlock(widths[-1]) for _ in range(config.n_res)))
+        super().__init__(widths, encoder=down, body=body, decoder=up)
+        self.config = config
+
+
+class Discriminator(nn.Module):
+    """PatchGAN (pix2pix): conv + batch norm + LeakyReLU, one real/fake score per patch.
+
+    ``forward`` returns logits, not the seed's sigmoid probabilities: the losses apply the
+    sigmoid themselves (BCE-with-logits is the numerically safe form of sigmoid + BCE,
+    and LSGAN/WGAN want the raw score). ``probability`` is the seed's sigmoid output.
+    With n_layers=3 each score sees a 70x70 patch; inputs need sides >= 2**(n_layers+1).
+    """
+
+    def __init__(self, config: DiscriminatorConfig):
+        super().__init__()
+        self.config = config
+        c, n = config.channels, config.n_layers
+        layers: list[nn.Module] = [nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+        c_in = c
+        for i in range(1, n + 1):
+            c_out = c * min(2**i, 8)
+            # Batch norm follows, so the conv's bias would be cancelled by its mean.
+            layers += [
+                nn.Conv2d(c_in, c_out, 4, stride=2 if i < n else 1, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            c_in = c_out
+        layers.append(nn.Conv2d(c_in, 1, 4, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def probability(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(x))

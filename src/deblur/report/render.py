@@ -1,0 +1,315 @@
+"""`deblur report`: the pipeline's outputs -> reports/report.md and a self-contained report.html.
+
+Everything shown is read from files the DAG wrote (metrics/, plots/, reports/*.csv) or
+recomputed from the models through `infer.deblur_image`, so the report cannot drift from
+the numbers `dvc metrics show` and MLflow hold. A missing optional input (a run id, the
+data summary, one model's curves) shows as "n/a" instead of failing the stage.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from deblur import fsutil, paths
+from deblur.errors import DeblurError
+from deblur.evaluate import tables
+from deblur.evaluate.metrics import psnr
+from deblur.infer import deblur_image, load_model, to_uint8
+from deblur.report import figures
+
+TEMPLATES = Path("pipeline") / "templates"
+KINDS = ("gan", "ae")
+SHOWN_PARAMS = ("seed", "data", "preprocess", "train", "evaluate")
+NA = "n/a"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise DeblurError(f"{path} is not valid JSON; rerun the stage that writes it") from None
+
+
+def _read_csv(path: Path, needed: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise DeblurError(f"{path} not found; run `{needed}` (or `dvc repro`) first")
+    return pd.read_csv(path)
+
+
+def real_photo() -> Path | None:
+    """scikit-image's clock photographed while moving: real blur, no ground truth."""
+    import skimage.data
+
+    path = Path(skimage.data.__file__).parent / "clock_motion.png"
+    return path if path.is_file() else None
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _num(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "–"
+    return format(value, fmt)
+
+
+def _count(n) -> str:
+    """11400000 -> '11.4M', 0 -> '0', unknown -> '–'."""
+    if n is None or n is pd.NA or (isinstance(n, float) and math.isnan(n)):
+        return "–"
+    n = int(n)
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def result_rows(results: pd.DataFrame, source: str) -> dict:
+    """The rows of results.csv from one source, numbers formatted for people, and a title."""
+    rows = [
+        {
+            "model": row.model,
+            "params": _count(row.params),
+            "psnr": _num(row.psnr, ".2f"),
+            "ssim": _num(row.ssim, ".4f"),
+            "ms_per_mp": _num(row.ms_per_mp, ".0f"),
+            "protocol": row.protocol,
+        }
+        for row in results[results["source"] == source].itertuples()
+    ]
+    return {"title": source[:1].upper() + source[1:], "rows": rows}
+
+
+def flatten(tree, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested JSON -> [('train.pairs', '96'), ...] for a two-column table."""
+    if not isinstance(tree, dict):
+        return [(prefix or "value", _scalar(tree))]
+    items = []
+    for key, value in tree.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        items += flatten(value, name) if isinstance(value, dict) else [(name, _scalar(value))]
+    return items
+
+
+def _scalar(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(map(str, value[:8])) + (", ..." if len(value) > 8 else "")
+    return str(value)
+
+
+def train_table(trained: dict[str, dict]) -> dict:
+    """metrics/train_*.json side by side: {'models': [...], 'rows': [(key, [v, ...]), ...]}."""
+    kinds = [k for k in KINDS if trained.get(k)]
+    flat = {
+        k: dict(flatten({n: v for n, v in trained[k].items() if n != "mlflow_run_id"}))
+        for k in kinds
+    }
+    keys = list(dict.fromkeys(key for k in kinds for key in flat[k]))
+    return {
+        "models": [figures.NAMES[k] for k in kinds],
+        "rows": [(key, [flat[k].get(key, "–") for k in kinds]) for key in keys],
+    }
+
+
+def run_ids() -> list[dict]:
+    """The MLflow runs behind the numbers, as the stages recorded them."""
+    sources = {"train gan": "train_gan.json", "train ae": "train_ae.json", "evaluate": "eval.json"}
+    return [
+        {"stage": stage, "run_id": _read_json(paths.METRICS / name).get("mlflow_run_id") or NA}
+        for stage, name in sources.items()
+    ]
+
+
+def _tracking_uri() -> str:
+    from deblur import tracking
+
+    return tracking.tracking_uri()
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def pick_samples(per_image: pd.DataFrame, n: int) -> list[tuple[str, str]]:
+    """(image, why) for the best and worst test image by mean PSNR gain, and some between."""
+    table = per_image.pivot_table(index="image", columns="model", values="psnr", aggfunc="mean")
+    learned = [k for k in KINDS if k in table]
+    if not learned or "blurry" not in table:
+        return []
+    gain = table[learned].mean(axis=1).sub(table["blurry"]).sort_values(ascending=False)
+    n = min(n, len(gain))
+    picks = np.unique(np.linspace(0, len(gain) - 1, n).round().astype(int))
+    out = []
+    for rank in picks:
+        why = "best" if rank == 0 else "worst" if rank == len(gain) - 1 else f"#{rank + 1}"
+        out.append((gain.index[rank], f"{why} of {len(gain)} by PSNR gain"))
+    return out
+
+
+def _titled(name: str, image: np.ndarray, sharp: np.ndarray | None) -> tuple[str, np.ndarray]:
+    if sharp is None:
+        return name, image
+    return f"{name}\n{psnr(image, sharp):.2f} dB", image
+
+
+def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
+    """blur | GAN | autoencoder | sharp for each sampled test image, at full resolution."""
+    ev = params.evaluate
+    index = {name: i for i, name in enumerate(store.names)}
+    stale = [name for name, _ in samples if name not in index]
+    if stale:
+        raise DeblurError(
+            f"reports/per_image.csv names test image {stale[0]}, which {paths.PROCESSED} "
+            "does not hold; rerun `deblur evaluate`"
+        )
+    shown = []
+    for k, (name, why) in enumerate(samples, 1):
+        blur, sharp = store.pair(index[name])
+        panels = [_titled("blurry input", blur, sharp)]
+        for kind, model in models.items():
+            out = to_uint8(deblur_image(model, blur, ev.tile, ev.overlap))
+            panels.append(_titled(figures.NAMES[kind], out, sharp))
+        panels.append(("sharp (ground truth)", sharp))
+        path = out_dir / f"sample_{k}.png"
+        figures.comparison(panels, path)
+        shown.append({"path": path, "image": name, "why": why})
+    return shown
+
+
+def photo_figure(models, params, out_dir: Path) -> Path | None:
+    """Before and after on a real motion-blurred photograph (no ground truth to score)."""
+    from deblur.data.images import read_rgb
+
+    source = real_photo()
+    if source is None:
+        return None
+    image = read_rgb(source)  # the same reader `deblur predict` uses
+    ev = params.evaluate
+    panels = [("real blurred photo", image)]
+    for kind, model in models.items():
+        out = deblur_image(model, image, ev.tile, ev.overlap)
+        panels.append((figures.NAMES[kind], to_uint8(out)))
+    path = out_dir / "real_photo.png"
+    figures.comparison(panels, path, zoom=False)
+    return path
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _embed(html: str, base: Path) -> str:
+    """Inline every <img src="figures/..."> as base64 so the HTML is one portable file."""
+
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    return re.sub(r'src="(figures/[^"]+\.png)"', inline, html)
+
+
+def render(context: dict, out_dir: Path) -> tuple[Path, Path]:
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,  # a typo in a template fails here, not silently
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    try:
+        md = env.get_template("report.md.j2").render(**context)
+        html = env.get_template("report.html.j2").render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise DeblurError(f"report template {TEMPLATES / exc.name} not found") from None
+    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    fsutil.write_text(md_path, md)
+    fsutil.write_text(html_path, _embed(html, out_dir))
+    return md_path, html_path
+
+
+def _rel(path: Path) -> str:
+    """How report.md (in reports/) refers to a figure: figures/<name>."""
+    return f"{paths.FIGURES.name}/{Path(path).name}"
+
+
+def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Path) -> dict:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    blurry = {k: t["val_psnr_blurry"] for k, t in trained.items() if "val_psnr_blurry" in t}
+    figures.training_curves(curves, fig_dir / "training_curves.png", blurry)
+    figures.gain_scatter(per_image, fig_dir / "per_image_psnr.png")
+    samples = pick_samples(per_image, params.evaluate.samples)
+    shown = sample_figures(models, store, samples, params, fig_dir)
+    photo = photo_figure(models, params, fig_dir)
+    return {
+        "curves": _rel(fig_dir / "training_curves.png"),
+        "scatter": _rel(fig_dir / "per_image_psnr.png"),
+        "samples": [{**s, "path": _rel(s["path"])} for s in shown],
+        "photo": _rel(photo) if photo else None,
+    }
+
+
+def build_context(params, models, store, fig_dir: Path) -> dict:
+    """Read the pipeline's outputs, draw the figures, and gather what the templates show."""
+    results = _read_csv(paths.REPORTS / "results.csv", "deblur evaluate")
+    per_image = _read_csv(paths.REPORTS / "per_image.csv", "deblur evaluate")
+    curves = {
+        kind: pd.read_csv(p) for kind in KINDS if (p := paths.PLOTS / f"train_{kind}.csv").is_file()
+    }
+    trained = {kind: _read_json(paths.METRICS / f"train_{kind}.json") for kind in KINDS}
+    drawn = draw_figures(params, models, store, per_image, curves, trained, fig_dir)
+    dump = params.model_dump(mode="json", by_alias=True)
+    eval_json = _read_json(paths.METRICS / "eval.json")
+    return {
+        "dataset": params.data.name,
+        "measured": result_rows(results, tables.measured_source(params.data.name)),
+        "reported": result_rows(results, tables.REPORTED_SOURCE),
+        "headline": [
+            {"name": figures.NAMES[k], **eval_json[k]} for k in ("gan", "ae") if k in eval_json
+        ],
+        "protocol": eval_json.get("protocol", params.evaluate.protocol),
+        "device": eval_json.get("device", NA),
+        "n_test": per_image["image"].nunique(),
+        "curve_models": [figures.NAMES[k] for k in curves],
+        **drawn,
+        "data_summary": flatten(_read_json(paths.METRICS / "data.json")),
+        "train_table": train_table(trained),
+        "run_ids": run_ids(),
+        "tracking_uri": _tracking_uri(),
+        "params_yaml": yaml.safe_dump({k: dump[k] for k in SHOWN_PARAMS}, sort_keys=False),
+        "params_hash": params.section_hash(*SHOWN_PARAMS),
+    }
+
+
+def run(params, models=None, store=None) -> list[Path]:
+    """The DVC stage. ``models`` ({kind: module}) and ``store`` default to the pipeline's."""
+    if models is None:
+        models = {kind: load_model(kind) for kind in KINDS}
+    if store is None:
+        from deblur.data.dataset import PairStore
+
+        store = PairStore(root=paths.PROCESSED, split="test")
+    # Drawn into a fresh folder that replaces figures/ whole: no stale sample from a past run.
+    with fsutil.atomic_dir(paths.FIGURES) as fig_dir:
+        context = build_context(params, models, store, fig_dir)
+    md, html = render(context, paths.REPORTS)
+    written = [md, html, *sorted(paths.FIGURES.glob("*.png"))]
+    print(f"wrote {md} and {html} ({len(written) - 2} figures)")
+    from deblur import tracking
+
+    tracking.log_report(params, written)
+    return written

@@ -1,0 +1,407 @@
+"""Everything that talks to MLflow: the store, runs, the registered models and their aliases.
+
+Nothing else in the package imports mlflow, so the rules of DESIGN.md's MLflow part live
+here once: where runs land (also from `dvc exp run --temp/--queue`), how a run is tagged,
+how a model is registered so it accepts any image size, and how `champion` moves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deblur.errors import DeblurError
+
+EXPERIMENT = "deblur"
+REGISTERED = {"gan": "deblur-gan", "ae": "deblur-ae"}
+CHAMPION, CHALLENGER = "champion", "challenger"
+# DVC runs `--temp` and `--queue` experiments in a copy under <workspace>/.dvc/tmp/exps/.
+_EXP_COPY_MARKER = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def workspace_root(cwd: str | os.PathLike | None = None) -> Path:
+    """The project root whose store runs belong in, even from inside a DVC experiment copy."""
+    here = str(Path(cwd or os.getcwd()).resolve())
+    if _EXP_COPY_MARKER in here + os.sep:
+        return Path(here.split(_EXP_COPY_MARKER)[0])
+    return Path(here)
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else the workspace's embedded ``sqlite:///.../mlflow.db``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:
+        return uri
+    return f"sqlite:///{workspace_root() / 'mlflow.db'}"
+
+
+def _check_reachable(uri: str) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=5) as resp:
+            resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise DeblurError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(exc, 'reason', exc)}); "
+            "start it (make mlflow-server) or unset MLFLOW_TRACKING_URI to use ./mlflow.db"
+        ) from None
+
+
+_configured: str | None = None
+
+
+def setup() -> str:
+    """Point mlflow at the store (once per process) and make sure the experiment exists."""
+    global _configured
+    import mlflow
+
+    uri = tracking_uri()
+    if _configured != uri:
+        _check_reachable(uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        mlflow.set_experiment(EXPERIMENT)
+        _configured = uri
+    return uri
+
+
+def client():
+    from mlflow import MlflowClient
+
+    setup()
+    return MlflowClient()
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'gan': {'lr': 1}}} -> {'train.gan.lr': 1}, the form MLflow params take."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@contextmanager
+def stage_run(
+    stage: str, params, sections: tuple[str, ...] = (), logged: dict | None = None
+) -> Iterator[Any]:
+    """An MLflow run named after the DVC stage, tagged with commit, stage and params hash.
+
+    Logs ``logged`` if given, else the params of ``sections`` (all when empty). The run
+    ends FAILED if the body raises, so a crashed training is visible as such in the UI.
+    """
+    import mlflow
+
+    setup()
+    if logged is None:
+        dump = params.model_dump(mode="json", by_alias=True)
+        logged = {k: dump[k] for k in sections} if sections else dump
+    tags = {
+        "dvc.stage": os.environ.get("DVC_STAGE", stage),
+        "git.commit": git_commit(),
+        "params.hash": params.section_hash(*sections),
+        "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+    }
+    with mlflow.start_run(run_name=stage, tags=tags) as run:
+        items = list(flatten(logged).items())
+        for i in range(0, len(items), 100):  # MLflow caps one log_params batch at 100
+            log_params(dict(items[i : i + 100]))
+        yield run
+
+
+def log_params(values: dict[str, Any]) -> None:
+    import mlflow
+
+    mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def log_epoch(metrics: dict[str, float], step: int) -> None:
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifacts(paths: list[str | os.PathLike], artifact_path: str | None = None) -> None:
+    import mlflow
+
+    for path in paths:
+        if Path(path).is_dir():
+            mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+        elif Path(path).exists():
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+# --------------------------------------------------------------------------- the model flavour
+
+
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class DeblurModel(mlflow.pyfunc.PythonModel):
+        """A deblur checkpoint as an MLflow model: float32 (N, 3, H, W) in [0, 1], any H, W.
+
+        Inference goes through deblur.infer, the one path `deblur predict` uses too.
+        """
+
+        def load_context(self, context):
+            from deblur import models
+
+            self.model = models.load(context.artifacts["checkpoint"])
+
+        def predict(self, context, model_input, params=None):
+            from deblur.infer import deblur_image
+
+            batch = np.asarray(model_input, dtype=np.float32)
+            if batch.ndim == 3:
+                batch = batch[None]
+            out = [deblur_image(self.model, img.transpose(1, 2, 0)) for img in batch]
+            return np.stack([o.transpose(2, 0, 1) for o in out]).astype(np.float32)
+
+    return DeblurModel
+
+
+def model_signature():
+    """Height and width free: a signature inferred from an example would pin them."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))])
+    return ModelSignature(inputs=spec, outputs=spec)
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{pkg}=={version(pkg)}"
+        for pkg in ("torch", "numpy", "scikit-image", "pyyaml", "pydantic", "mlflow")
+    ]
+
+
+def log_model(kind: str, checkpoint: str | os.PathLike):
+    """Log the checkpoint as a pyfunc model in the active run and register a new version."""
+    import mlflow
+
+    import deblur
+
+    example = np.random.default_rng(0).random((1, 3, 24, 32), dtype=np.float32)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=_pyfunc_class()(),
+        artifacts={"checkpoint": str(checkpoint)},
+        code_paths=[str(Path(deblur.__file__).parent)],
+        signature=model_signature(),
+        input_example=example,
+        pip_requirements=_requirements(),
+        registered_model_name=REGISTERED[kind],
+    )
+    return client().get_model_version(REGISTERED[kind], info.registered_model_version)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def registered_name(kind: str) -> str:
+    if kind not in REGISTERED:
+        raise DeblurError(f"unknown model '{kind}'; use one of: {', '.join(REGISTERED)}")
+    return REGISTERED[kind]
+
+
+def download_checkpoint(uri: str) -> Path:
+    """``models:/deblur-gan@champion`` (or ``runs:/...``) -> local path of its checkpoint."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    setup()
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri.rstrip("/") + "/artifacts/checkpoint",
+            dst_path=tempfile.mkdtemp(prefix="deblur-model-"),
+        )
+    except MlflowException as exc:
+        raise DeblurError(
+            f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
+            "train and promote first, or pass a checkpoint path"
+        ) from None
+    path = Path(local)
+    return path if path.is_file() else next(path.rglob("*.pt"))
+
+
+def tag_version(kind: str, version: str | int, metrics: dict[str, float]) -> None:
+    c = client()
+    for key, value in metrics.items():
+        c.set_model_version_tag(registered_name(kind), str(version), key, f"{value:.6g}")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions(kind: str) -> list:
+    """Every registered version of a model, newest first."""
+    name = registered_name(kind)
+    found = client().search_model_versions(f"name='{name}'")
+    return sorted(found, key=lambda mv: int(mv.version), reverse=True)
+
+
+def version_of_checkpoint(kind: str, checkpoint: str | os.PathLike):
+    """The newest registered version built from exactly this checkpoint file, or None."""
+    digest = file_digest(checkpoint)
+    return next((mv for mv in versions(kind) if mv.tags.get("checkpoint_sha256") == digest), None)
+
+
+def alias_holder(kind: str, alias: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(registered_name(kind), alias)
+    except MlflowException:
+        return None
+
+
+def scores(mv) -> tuple[float, float] | None:
+    """(test PSNR, test SSIM) that `deblur evaluate` tagged on a version, if any."""
+    if mv is None or "test_psnr" not in mv.tags:
+        return None
+    return float(mv.tags["test_psnr"]), float(mv.tags.get("test_ssim", "nan"))
+
+
+def beats(new: tuple[float, float], old: tuple[float, float]) -> bool:
+    """PSNR decides; SSIM breaks an exact PSNR tie; a full tie keeps the champion."""
+    return new[0] > old[0] or (new[0] == old[0] and new[1] > old[1])
+
+
+def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
+    """Give `champion` to the newest version if it beats the holder (else mark it challenger).
+
+    Returns (promoted, a human-readable account of the comparison).
+    """
+    name = registered_name(kind)
+    newest = next(iter(versions(kind)), None)
+    if newest is None:
+        raise DeblurError(f"{name} has no registered version; run `deblur train {kind}` first")
+    new = scores(newest)
+    if new is None:
+        raise DeblurError(
+            f"{name} v{newest.version} has no test scores; run `deblur evaluate` first"
+        )
+    holder = alias_holder(kind, CHAMPION)
+    old = scores(holder)
+    line = f"{name} v{newest.version}: PSNR {new[0]:.3f} dB, SSIM {new[1]:.4f}"
+    if holder is not None and holder.version == newest.version:
+        return False, f"{line} already holds @{CHAMPION}; nothing to do"
+    if holder is None or old is None or beats(new, old):
+        against = (
+            "no current champion"
+            if holder is None
+            else f"champion v{holder.version}: PSNR {old[0]:.3f} dB, SSIM {old[1]:.4f}"
+            if old
+            else f"champion v{holder.version} has no scores"
+        )
+        if not dry_run:
+            client().set_registered_model_alias(name, CHAMPION, newest.version)
+        verb = "would move" if dry_run else "moved"
+        return True, f"{line} vs {against}: {verb} @{CHAMPION} to v{newest.version}"
+    if not dry_run:
+        client().set_registered_model_alias(name, CHALLENGER, newest.version)
+    verb = "would stay" if dry_run else "stays"
+    return False, (
+        f"{line} vs champion v{holder.version}: PSNR {old[0]:.3f} dB, SSIM {old[1]:.4f}: "
+        f"@{CHAMPION} {verb} on v{holder.version}, v{newest.version} is @{CHALLENGER}"
+    )
+
+
+# --------------------------------------------------------------------------- stage hooks
+
+
+def register_trained(kind: str, checkpoint: str | os.PathLike):
+    """Log + register the checkpoint from inside the training run; tag it with its digest.
+
+    The registry gets the weights without the optimizer state (a third of the size); the tag
+    ties the version to the exact models/<kind>.pt file that `deblur evaluate` scores.
+    """
+    from deblur.train.checkpoint import save_slim
+
+    with tempfile.TemporaryDirectory() as tmp:
+        slim = Path(tmp) / f"{kind}.pt"
+        save_slim(slim, Path(checkpoint))
+        mv = log_model(kind, slim)
+    client().set_model_version_tag(
+        registered_name(kind), mv.version, "checkpoint_sha256", file_digest(checkpoint)
+    )
+    return mv
+
+
+def log_evaluation(params, results, per_image, metrics: dict[str, Any]) -> str:
+    """The `evaluate` run: scores, both tables, and test scores tagged on registered versions."""
+    import mlflow
+
+    from deblur import paths
+
+    with stage_run("evaluate", params, sections=("evaluate",)) as run:
+        mlflow.log_metrics(
+            {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
+        )
+        mlflow.log_table(data=results, artifact_file="results.json")
+        mlflow.log_table(data=per_image, artifact_file="per_image.json")
+        for kind in REGISTERED:
+            ckpt = paths.checkpoint(kind)
+            scored = metrics.get(kind)
+            if not ckpt.exists() or not scored:
+                continue
+            mv = version_of_checkpoint(kind, ckpt)
+            if mv is not None:
+                tag_version(
+                    kind,
+                    mv.version,
+                    {
+                        "test_psnr": scored["psnr"],
+                        "test_ssim": scored["ssim"],
+                    },
+                )
+                client().set_model_version_tag(
+                    registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
+                )
+        return run.info.run_id
+
+
+def log_report(params, files: list[str | os.PathLike]) -> str:
+    """The `report` run: the rendered report and its figures as artifacts."""
+    with stage_run("report", params, sections=("evaluate",)) as run:
+        log_artifacts(files, artifact_path="report")
+        return run.info.run_id

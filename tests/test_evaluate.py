@@ -1,0 +1,207 @@
+"""The evaluation protocol: DESIGN.md's metrics, rows equal to predict, tables kept apart."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.ndimage import uniform_filter
+from skimage import data as skdata
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
+
+from deblur import config, infer, models
+from deblur.evaluate import protocol, tables
+from deblur.evaluate.metrics import psnr, score, ssim
+
+
+class FakeStore:
+    """PairStore's interface (names, len, pair) over pairs made in memory."""
+
+    def __init__(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]):
+        self.names = list(pairs)
+        self._pairs = list(pairs.values())
+
+    def __len__(self):
+        return len(self._pairs)
+
+    def pair(self, i):
+        return self._pairs[i]
+
+
+def make_store(n: int, offset: int = 0, size=(48, 64)) -> FakeStore:
+    """Crops of a real photo, box-blurred along x: real structure, known blur."""
+    photo = skdata.astronaut()
+    pairs = {}
+    for i in range(n):
+        top, left = 40 + 60 * (i + offset), 30 + 50 * (i + offset)
+        sharp = photo[top : top + size[0], left : left + size[1]]
+        blur = uniform_filter(sharp.astype(np.float32), size=(1, 5 + i, 1), mode="reflect")
+        pairs[f"scene{i + offset}/{i:06d}"] = (np.round(blur).astype(np.uint8), sharp.copy())
+    return FakeStore(pairs)
+
+
+ARCH = {"gan": {"channels": 4, "n_down": 1, "n_res": 1}, "ae": {"channels": 4, "depth": 1}}
+
+
+def tiny(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    return models.build(kind, ARCH[kind]).eval()
+
+
+def save_tiny(kind: str, path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(models.checkpoint_dict(kind, tiny(kind), ARCH[kind]), path)
+
+
+PARAMS = config.parse({"evaluate": {"tile": 32, "overlap": 8, "baseline": "unsharp"}})
+
+
+@pytest.fixture(scope="module")
+def stores():
+    return make_store(3), make_store(2, offset=3)
+
+
+def test_metrics_follow_the_protocol():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    pred = np.clip(ref + rng.normal(0, 12, ref.shape), 0, 255).astype(np.uint8)
+    a, b = ref / 255.0, pred / 255.0
+    assert psnr(pred, ref) == pytest.approx(peak_signal_noise_ratio(a, b, data_range=1))
+    expected = structural_similarity(
+        a,
+        b,
+        data_range=1,
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    assert ssim(pred, ref) == pytest.approx(expected, abs=1e-6)
+    assert score(b.astype(np.float32), ref) == pytest.approx((psnr(pred, ref), ssim(pred, ref)))
+
+
+def test_identity_model_scores_as_the_blurry_input(stores):
+    test, train = stores
+    per_image, labels = protocol.evaluate(
+        {"gan": nn.Identity(), "ae": tiny("ae")}, test, train, PARAMS
+    )
+    assert list(per_image.columns) == tables.PER_IMAGE_COLUMNS
+    assert set(per_image["model"]) == {"gan", "ae", "baseline", "blurry"}
+    assert labels[("baseline", "full")].startswith("unsharp mask (radius=")
+    gan = per_image[per_image.model == "gan"].set_index("image")
+    blurry = per_image[per_image.model == "blurry"].set_index("image")
+    pd.testing.assert_frame_equal(gan[["psnr", "ssim"]], blurry[["psnr", "ssim"]])
+    for name, (blur, sharp) in zip(test.names, test._pairs, strict=True):
+        assert blurry.loc[name, "psnr"] == pytest.approx(peak_signal_noise_ratio(sharp, blur))
+
+    summary = tables.summarize(per_image)
+    metrics = tables.eval_metrics(summary, protocol.tracks(PARAMS), "cpu")
+    assert metrics["gan"]["gain_db"] == 0 and metrics["protocol"] == "full"
+    assert set(metrics) >= {"gan", "ae", "blurry", "baseline"}
+
+
+def test_rows_equal_what_predict_writes(tmp_path, stores):
+    from deblur.data.images import read_rgb, write_png
+
+    test, train = stores
+    save_tiny("gan", ckpt := tmp_path / "gan.pt")
+    per_image, _ = protocol.evaluate({"gan": models.load(ckpt)}, test, train, PARAMS)
+
+    name = test.names[1]
+    blur, sharp = test.pair(1)
+    write_png(tmp_path / "in" / "blurry.png", blur)
+    ev = PARAMS.evaluate
+    infer.predict([tmp_path / "in"], tmp_path / "out", str(ckpt), ev.tile, ev.overlap, "cpu")
+    got = score(read_rgb(tmp_path / "out" / "blurry.png"), sharp)
+    row = per_image[(per_image.model == "gan") & (per_image.image == name)].iloc[0]
+    assert got == pytest.approx((row.psnr, row.ssim), abs=1e-9)
+
+
+def test_results_keep_measured_and_reported_apart(stores):
+    test, train = stores
+    per_image, labels = protocol.evaluate(
+        {"gan": tiny("gan"), "ae": tiny("ae")}, test, train, PARAMS
+    )
+    summary = tables.summarize(per_image)
+    results = tables.results_table(summary, labels, {"gan": 1234, "ae": 5678}, "synthetic")
+    assert list(results.columns) == tables.RESULT_COLUMNS
+
+    measured = results[results.source == "measured (this run, synthetic)"]
+    reported = results[results.source == "reported (GoPro, seed slides)"]
+    assert len(measured) + len(reported) == len(results)
+    assert list(measured.model) == [
+        "GAN (this project)",
+        "Autoencoder (this project)",
+        labels[("baseline", "full")],
+        "blurry input",
+    ]
+    assert measured.set_index("model").loc["blurry input", "params"] == 0
+    assert measured.ms_per_mp.notna().all()
+
+    seed = reported.set_index("model")
+    expected = {
+        "Kupyn et al.": (28.7, 0.958, None),
+        "Nah et al.": (28.93, 0.91, None),
+        "Ji et al.": (31.15, 0.96, None),
+        "Li et al.": (29.3, 0.72, 11_400_000),
+        "GAN (seed)": (27.24, 0.8568, 8_100_000),
+        "Autoencoder (seed)": (26.95, 0.839, 10_300_000),
+    }
+    assert list(seed.index) == list(expected)
+    for model, (p, s, n) in expected.items():
+        assert (seed.loc[model, "psnr"], seed.loc[model, "ssim"]) == (p, s)
+        assert pd.isna(seed.loc[model, "params"]) if n is None else seed.loc[model, "params"] == n
+    assert seed.ms_per_mp.isna().all()
+
+
+def test_resize_protocol_is_labelled(stores):
+    test, train = stores
+    params = config.parse(
+        {
+            "evaluate": {"protocol": "resize", "tile": 32, "overlap": 8},
+            "preprocess": {"resize": {"gan": 32, "ae": 24}},
+        }
+    )
+    identity = {"gan": nn.Identity(), "ae": nn.Identity()}
+    per_image, labels = protocol.evaluate(identity, test, train, params)
+    assert set(per_image.protocol) == {"resize 32", "resize 24"}
+    assert (per_image.megapixels[per_image.protocol == "resize 24"] == 24 * 24 / 1e6).all()
+    metrics = tables.eval_metrics(tables.summarize(per_image), protocol.tracks(params), "cpu")
+    assert metrics["protocol"] == "resize 32 / resize 24"
+    assert {"gan", "ae", "blurry_32", "blurry_24", "baseline_32", "baseline_24"} <= set(metrics)
+    assert metrics["ae"]["gain_db"] == 0  # identity vs the blurry input at its own size
+    # Every key is a valid MLflow metric name (log_evaluation logs them flattened).
+    assert all(re.fullmatch(r"[\w\-. :/]+", key) for key in metrics)
+    results = tables.results_table(tables.summarize(per_image), labels, {}, "synthetic")
+    baseline = results[results.model.str.startswith("unsharp mask")]
+    assert sorted(baseline.protocol) == ["resize 24", "resize 32"]
+
+
+def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
+    import deblur.tracking
+
+    monkeypatch.chdir(tmp_path)
+    for kind in ("gan", "ae"):
+        save_tiny(kind, tmp_path / "models" / f"{kind}.pt")
+    monkeypatch.setattr(protocol, "open_stores", lambda params: stores)
+    logged = {}
+    monkeypatch.setattr(
+        deblur.tracking,
+        "log_evaluation",
+        lambda params, results, per_image, metrics: logged.update(m=metrics) or "run123",
+    )
+    metrics = protocol.run(PARAMS, device="cpu")
+    assert logged["m"]["gan"]["psnr"] == metrics["gan"]["psnr"]
+    saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert saved["mlflow_run_id"] == "run123"
+    results = pd.read_csv(tmp_path / "reports" / "results.csv")
+    per_image = pd.read_csv(tmp_path / "reports" / "per_image.csv")
+    assert len(per_image) == 4 * len(stores[0])
+    gan = results.set_index("model").loc["GAN (this project)"]
+    assert gan.params == models.count_params(tiny("gan"))
+    assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)

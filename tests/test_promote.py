@@ -1,0 +1,111 @@
+"""Champion promotion rules, against a real MLflow registry in a temporary SQLite store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deblur import tracking
+from deblur.errors import DeblurError
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracking.client()
+    client.create_registered_model("deblur-gan")
+
+    def add(psnr: float | None, ssim: float | None = 0.8) -> str:
+        mv = client.create_model_version("deblur-gan", source=str(tmp_path))
+        if psnr is not None:
+            tracking.tag_version("gan", mv.version, {"test_psnr": psnr, "test_ssim": ssim})
+        return mv.version
+
+    return client, add
+
+
+def champion(client) -> str:
+    return client.get_model_version_by_alias("deblur-gan", "champion").version
+
+
+def test_first_version_becomes_champion(registry):
+    client, add = registry
+    v1 = add(25.0)
+    promoted, account = tracking.promote("gan")
+    assert promoted and champion(client) == v1
+    assert "no current champion" in account
+
+
+def test_better_version_takes_over(registry):
+    client, add = registry
+    add(25.0)
+    tracking.promote("gan")
+    v2 = add(25.5)
+    promoted, _ = tracking.promote("gan")
+    assert promoted and champion(client) == v2
+
+
+def test_worse_version_becomes_challenger(registry):
+    client, add = registry
+    v1 = add(25.0)
+    tracking.promote("gan")
+    v2 = add(24.0)
+    promoted, account = tracking.promote("gan")
+    assert not promoted and champion(client) == v1
+    assert client.get_model_version_by_alias("deblur-gan", "challenger").version == v2
+    assert "challenger" in account
+
+
+def test_tie_is_broken_by_ssim_and_a_full_tie_keeps_the_champion(registry):
+    client, add = registry
+    add(25.0, 0.80)
+    tracking.promote("gan")
+    v2 = add(25.0, 0.81)
+    assert tracking.promote("gan")[0] and champion(client) == v2
+    add(25.0, 0.81)
+    assert not tracking.promote("gan")[0] and champion(client) == v2
+
+
+def test_dry_run_changes_nothing(registry):
+    client, add = registry
+    v1 = add(25.0)
+    tracking.promote("gan")
+    add(26.0)
+    promoted, account = tracking.promote("gan", dry_run=True)
+    assert promoted and "would move" in account
+    assert champion(client) == v1
+
+
+def test_unscored_version_is_refused(registry):
+    _, add = registry
+    add(None)
+    with pytest.raises(DeblurError, match="deblur evaluate"):
+        tracking.promote("gan")
+
+
+def test_cli_exit_codes(registry, tmp_path):
+    _, add = registry
+    add(25.0)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "deblur", "promote", *a], capture_output=True, text=True, env=env
+    )
+    first = run("gan")
+    assert first.returncode == 0 and "moved @champion" in first.stdout
+    again = run("gan")
+    assert again.returncode == 3 and "already holds" in again.stdout
+    unknown = run("vae")
+    assert unknown.returncode == 1 and "unknown model 'vae'" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def test_experiment_copies_record_in_the_workspace_store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    monkeypatch.chdir(copy)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"

@@ -1,0 +1,118 @@
+"""The report renders from a pipeline's outputs: Markdown, one-file HTML, figures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_evaluate import make_store, tiny
+
+from deblur import config, fsutil
+from deblur.evaluate import protocol, tables
+from deblur.report import render
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "pipeline" / "templates"
+# Whole-image tiles: the report redraws outputs, and tiling is test_infer's business.
+REPORT = config.parse({"evaluate": {"samples": 4}})
+
+
+def fake_curve(kind: str, epochs: int = 4) -> pd.DataFrame:
+    e = np.arange(1, epochs + 1)
+    return pd.DataFrame(
+        {
+            "epoch": e,
+            "step": e * 10,
+            "train_loss": 0.1 / e,
+            "val_psnr": 24 + np.log(e) + (kind == "gan"),
+            "val_ssim": 0.8 + 0.01 * e,
+            "seconds": e * 2.0,
+            "samples_per_s": 50.0,
+            "lr": 1e-3,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    """What `deblur evaluate` leaves behind, computed once for the module."""
+    test, train = make_store(3), make_store(2, offset=3)
+    models = {"gan": tiny("gan"), "ae": tiny("ae")}
+    per_image, labels = protocol.evaluate(models, test, train, REPORT)
+    summary = tables.summarize(per_image)
+    results = tables.results_table(summary, labels, {"gan": 1200, "ae": 3400}, "synthetic")
+    metrics = tables.eval_metrics(summary, protocol.tracks(REPORT), "cpu")
+    return models, test, per_image, results, metrics
+
+
+@pytest.fixture
+def report_project(tmp_path, monkeypatch, evaluated):
+    """A tiny project as the report stage finds it after `dvc repro evaluate`."""
+    models, test, per_image, results, metrics = evaluated
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(TEMPLATES, tmp_path / "pipeline" / "templates")
+    protocol.write_outputs(per_image, results, metrics)
+    fsutil.write_text("plots/train_gan.csv", fake_curve("gan").to_csv(index=False))
+    fsutil.write_text("plots/train_ae.csv", fake_curve("ae").to_csv(index=False))
+    fsutil.write_json("metrics/train_gan.json", {"best_val_psnr": 25.1, "mlflow_run_id": "abc123"})
+    fsutil.write_json("metrics/data.json", {"test": {"pairs": 3}, "train": {"pairs": 2}})
+    logged = []
+    import deblur.tracking
+
+    monkeypatch.setattr(deblur.tracking, "log_report", lambda params, files: logged.append(files))
+    return tmp_path, models, test, logged
+
+
+def test_report_renders_md_html_and_figures(report_project):
+    root, models, test, logged = report_project
+    written = render.run(REPORT, models=models, store=test)
+
+    md = (root / "reports" / "report.md").read_text()
+    html = (root / "reports" / "report.html").read_text()
+    figures = sorted(p.name for p in (root / "reports" / "figures").glob("*.png"))
+    assert {"training_curves.png", "per_image_psnr.png", "real_photo.png"} <= set(figures)
+    assert len([f for f in figures if f.startswith("sample_")]) == 3  # samples=4, 3 images
+    for name in figures:
+        assert f"(figures/{name})" in md  # relative links from reports/report.md
+    assert html.count("data:image/png;base64,") == len(figures)
+    assert 'src="figures/' not in html  # self-contained: nothing to fetch
+
+    # Measured and reported rows under separate headings, with the seed's numbers.
+    measured = md.index("### Measured (this run, synthetic)")
+    reported = md.index("### Reported (GoPro, seed slides)")
+    assert measured < md.index("| GAN (this project) |") < reported < md.index("| Ji et al. |")
+    assert "| GAN (seed) | 8.1M | 27.24 | 0.8568 |" in md
+    assert "best of 3" in md and "worst of 3" in md
+
+    # Run ids: recorded where the stages wrote them, "n/a" where they did not.
+    assert "| train gan | `abc123` |" in md and "| train ae | `n/a` |" in md
+    assert "test.pairs" in md and "samples: 4" in md
+    assert logged and set(written) == set(logged[0])
+
+
+def test_report_without_optional_inputs(report_project):
+    root, models, test, _ = report_project
+    for name in ("plots/train_gan.csv", "plots/train_ae.csv", "metrics/data.json"):
+        (root / name).unlink()
+    (root / "metrics" / "train_gan.json").unlink()
+    render.run(REPORT, models=models, store=test)
+    md = (root / "reports" / "report.md").read_text()
+    assert "No training curves found" in md and "n/a (metrics/data.json not found)" in md
+
+
+def test_report_needs_evaluate_first(report_project):
+    from deblur.errors import DeblurError
+
+    root, models, test, _ = report_project
+    (root / "reports" / "results.csv").unlink()
+    with pytest.raises(DeblurError, match="run `deblur evaluate`"):
+        render.run(REPORT, models=models, store=test)
+
+
+def test_eval_json_keys_match_what_the_report_reads(report_project):
+    root, *_ = report_project
+    saved = json.loads((root / "metrics" / "eval.json").read_text())
+    assert {"psnr", "ssim", "gain_db"} <= set(saved["gan"])

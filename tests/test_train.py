@@ -1,0 +1,197 @@
+"""Training: the stage's outputs, MLflow contents, resume, the NaN stop, torchrun + gloo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deblur import config, models, paths
+from deblur.errors import DeblurError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "pipeline" / "profiles" / "smoke.yaml"
+
+
+def smoke_params(**train_overrides) -> dict:
+    raw = yaml.safe_load(SMOKE.read_text())
+    for kind in ("gan", "ae"):
+        raw["train"][kind].update(epochs=2, steps_per_epoch=3, batch_size=2, crop=32)
+        raw["train"][kind].update(train_overrides)
+    raw["train"]["num_workers"] = 0
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A tiny project with data/processed ready, built once by the real data stages."""
+    from deblur.data import download, preprocess, validate
+
+    root = tmp_path_factory.mktemp("project")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        shutil.copytree(ROOT / "pipeline", root / "pipeline")
+        params = config.parse(smoke_params())
+        download.run(params)
+        validate.run(params)
+        preprocess.run(params)
+    finally:
+        os.chdir(old)
+    return root
+
+
+@pytest.fixture
+def project(prepared, tmp_path, monkeypatch) -> Path:
+    """A private copy of the prepared project with its own MLflow store."""
+    root = tmp_path / "proj"
+    shutil.copytree(prepared, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+def write_params(root: Path, raw: dict) -> Path:
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_train_ae_writes_outputs_and_tracks_run(project):
+    from mlflow import MlflowClient
+
+    from deblur import tracking
+    from deblur.train import fit
+
+    params = config.parse(smoke_params())
+    summary = fit("ae", params, device="cpu")
+
+    assert summary["complete"] and summary["epochs"] == 2 and summary["steps"] == 6
+    curves = pd.read_csv(paths.PLOTS / "train_ae.csv")
+    assert list(curves["epoch"]) == [1, 2]
+    assert {"train_loss", "val_psnr", "val_ssim", "samples_per_s", "lr"} <= set(curves.columns)
+    payload = torch.load(paths.checkpoint("ae"), weights_only=True)
+    assert payload["kind"] == "ae" and payload["train"]["epoch"] == 2
+    model = models.load(paths.checkpoint("ae"))
+    assert not model.training
+
+    tracking.setup()
+    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == "train-ae" and run.info.status == "FINISHED"
+    assert run.data.tags["dvc.stage"] and "params.hash" in run.data.tags
+    assert run.data.params["train.ae.lr"] == str(params.train.ae.lr)
+    history = MlflowClient().get_metric_history(run.info.run_id, "val_psnr")
+    assert [m.step for m in history] == [1, 2]
+    mv = tracking.version_of_checkpoint("ae", paths.checkpoint("ae"))
+    assert mv is not None and int(mv.version) == summary["registered_version"] == 1
+
+
+def test_registered_model_accepts_any_size(project):
+    import mlflow
+
+    from deblur import tracking
+    from deblur.train import fit
+
+    fit("ae", config.parse(smoke_params(epochs=1)), device="cpu")
+    tracking.setup()
+    loaded = mlflow.pyfunc.load_model("models:/deblur-ae/1")
+    for h, w in [(24, 32), (37, 53)]:
+        x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
+        y = loaded.predict(x)
+        assert y.shape == (1, 3, h, w) and np.isfinite(y).all()
+
+
+def test_resume_matches_uninterrupted(project, tmp_path):
+    from deblur.train import fit
+
+    params = config.parse(smoke_params(epochs=3))
+    fit("gan", params, device="cpu")
+    whole = torch.load(paths.checkpoint("gan"), weights_only=True)
+
+    paths.checkpoint("gan").unlink()
+    fit("gan", params, device="cpu", stop_after=1)
+    assert torch.load(paths.checkpoint("gan"), weights_only=True)["train"]["epoch"] == 1
+    fit("gan", params, device="cpu", resume=True)
+    resumed = torch.load(paths.checkpoint("gan"), weights_only=True)
+
+    assert resumed["train"]["epoch"] == 3
+    for key, value in whole["model"].items():
+        torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(project, monkeypatch):
+    from deblur.train import fit, losses
+
+    calls = {"n": 0}
+    real_forward = losses.Content.forward
+
+    def poisoned(self, pred, target):
+        calls["n"] += 1
+        loss = real_forward(self, pred, target)
+        return loss * float("nan") if calls["n"] > 4 else loss  # epoch 2 of 3-step epochs
+
+    monkeypatch.setattr(losses.Content, "forward", poisoned)
+    with pytest.raises(DeblurError, match="NaN"):
+        fit("ae", config.parse(smoke_params(epochs=3)), device="cpu")
+    kept = torch.load(paths.checkpoint("ae"), weights_only=True)
+    assert kept["train"]["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+@pytest.mark.parametrize("adversarial", ["bce", "lsgan", "wgan-gp"])
+def test_gan_trains_with_each_adversarial_loss(project, adversarial):
+    from deblur.train import fit
+
+    raw = smoke_params(epochs=1)
+    raw["train"]["gan"]["adversarial"] = adversarial
+    summary = fit("gan", config.parse(raw), device="cpu")
+    assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_psnr"])
+
+
+def test_unreachable_tracking_server_is_one_line(project, monkeypatch):
+    write_params(project, smoke_params(epochs=1))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deblur", "train", "ae"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "http://127.0.0.1:9" in proc.stderr and "unreachable" in proc.stderr
+
+
+def test_torchrun_two_process_gloo(project):
+    from mlflow import MlflowClient
+
+    from deblur import tracking
+
+    write_params(project, smoke_params(epochs=1))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    summary = json.loads((paths.METRICS / "train_ae.json").read_text())
+    assert summary["world_size"] == 2 and summary["complete"]
+    tracking.setup()
+    runs = MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("deblur").experiment_id]
+    )
+    assert len(runs) == 1, "rank 0 alone logs"
