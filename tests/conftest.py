@@ -64,3 +64,53 @@ def tiny_project(project: Path, _tiny_raw: Path) -> Path:
     """``project`` with the TINY dataset in data/raw/synthetic, as `deblur download` makes it."""
     shutil.copytree(_tiny_raw, project / "data" / "raw" / "synthetic")
     return project
+
+
+# ----------------------------------------------------------------- trained-model fixtures
+
+SMOKE = REPO / "pipeline" / "profiles" / "smoke.yaml"
+
+
+def _smoke_raw(**train_overrides) -> dict:
+    """The smoke profile as a dict, trimmed to a few seconds of training per model."""
+    raw = yaml.safe_load(SMOKE.read_text())
+    for kind in ("gan", "ae"):
+        raw["train"][kind].update(epochs=2, steps_per_epoch=3, batch_size=2, crop=32)
+        raw["train"][kind].update(train_overrides)
+    raw["train"]["num_workers"] = 0
+    return raw
+
+
+@pytest.fixture(scope="session")
+def smoke_params():
+    """A factory: smoke_params(epochs=1, ...) -> params dict with those training overrides."""
+    return _smoke_raw
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory) -> Path:
+    """A smoke-profile project with data/processed built by the real data stages (read-only)."""
+    from deblur.data import download, preprocess, validate
+
+    root = tmp_path_factory.mktemp("prepared")
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        shutil.copytree(REPO / "pipeline", root / "pipeline")
+        params = config.parse(_smoke_raw())
+        download.run(params)
+        validate.run(params)
+        preprocess.run(params)
+    finally:
+        os.chdir(old)
+    return root
+
+
+@pytest.fixture
+def trained_project(prepared, tmp_path, monkeypatch) -> Path:
+    """A private copy of ``prepared`` as the cwd, with its own MLflow store."""
+    root = tmp_path / "proj"
+    shutil.copytree(prepared, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return root

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_train import prepared, smoke_params  # noqa: F401  (module fixture reused)
-
 BIN = Path(sys.executable).parent
 
 
@@ -63,7 +61,8 @@ def server(tmp_path):
 
 
 def test_train_evaluate_promote_predict_through_a_tracking_server(
-    prepared,  # noqa: F811
+    prepared,
+    smoke_params,
     server,
     tmp_path,
     monkeypatch,

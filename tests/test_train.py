@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,47 +16,6 @@ import yaml
 from deblur import config, models, paths
 from deblur.errors import DeblurError
 
-ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "pipeline" / "profiles" / "smoke.yaml"
-
-
-def smoke_params(**train_overrides) -> dict:
-    raw = yaml.safe_load(SMOKE.read_text())
-    for kind in ("gan", "ae"):
-        raw["train"][kind].update(epochs=2, steps_per_epoch=3, batch_size=2, crop=32)
-        raw["train"][kind].update(train_overrides)
-    raw["train"]["num_workers"] = 0
-    return raw
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    """A tiny project with data/processed ready, built once by the real data stages."""
-    from deblur.data import download, preprocess, validate
-
-    root = tmp_path_factory.mktemp("project")
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        shutil.copytree(ROOT / "pipeline", root / "pipeline")
-        params = config.parse(smoke_params())
-        download.run(params)
-        validate.run(params)
-        preprocess.run(params)
-    finally:
-        os.chdir(old)
-    return root
-
-
-@pytest.fixture
-def project(prepared, tmp_path, monkeypatch) -> Path:
-    """A private copy of the prepared project with its own MLflow store."""
-    root = tmp_path / "proj"
-    shutil.copytree(prepared, root)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    return root
-
 
 def write_params(root: Path, raw: dict) -> Path:
     path = root / "params.yaml"
@@ -65,7 +23,7 @@ def write_params(root: Path, raw: dict) -> Path:
     return path
 
 
-def test_train_ae_writes_outputs_and_tracks_run(project):
+def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     from mlflow import MlflowClient
 
     from deblur import tracking
@@ -94,7 +52,7 @@ def test_train_ae_writes_outputs_and_tracks_run(project):
     assert mv is not None and int(mv.version) == summary["registered_version"] == 1
 
 
-def test_registered_model_accepts_any_size(project):
+def test_registered_model_accepts_any_size(trained_project, smoke_params):
     import mlflow
 
     from deblur import tracking
@@ -109,7 +67,7 @@ def test_registered_model_accepts_any_size(project):
         assert y.shape == (1, 3, h, w) and np.isfinite(y).all()
 
 
-def test_resume_matches_uninterrupted(project, tmp_path):
+def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
     from deblur.train import fit
 
     params = config.parse(smoke_params(epochs=3))
@@ -127,7 +85,7 @@ def test_resume_matches_uninterrupted(project, tmp_path):
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6)
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(project, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained_project, smoke_params, monkeypatch):
     from deblur.train import fit, losses
 
     calls = {"n": 0}
@@ -147,7 +105,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(project, monkeypatch):
 
 
 @pytest.mark.parametrize("adversarial", ["bce", "lsgan", "wgan-gp"])
-def test_gan_trains_with_each_adversarial_loss(project, adversarial):
+def test_gan_trains_with_each_adversarial_loss(trained_project, smoke_params, adversarial):
     from deblur.train import fit
 
     raw = smoke_params(epochs=1)
@@ -156,8 +114,8 @@ def test_gan_trains_with_each_adversarial_loss(project, adversarial):
     assert np.isfinite(summary["train_loss"]) and np.isfinite(summary["val_psnr"])
 
 
-def test_unreachable_tracking_server_is_one_line(project, monkeypatch):
-    write_params(project, smoke_params(epochs=1))
+def test_unreachable_tracking_server_is_one_line(trained_project, smoke_params, monkeypatch):
+    write_params(trained_project, smoke_params(epochs=1))
     env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
     proc = subprocess.run(
         [sys.executable, "-m", "deblur", "train", "ae"],
@@ -171,12 +129,12 @@ def test_unreachable_tracking_server_is_one_line(project, monkeypatch):
     assert "http://127.0.0.1:9" in proc.stderr and "unreachable" in proc.stderr
 
 
-def test_torchrun_two_process_gloo(project):
+def test_torchrun_two_process_gloo(trained_project, smoke_params):
     from mlflow import MlflowClient
 
     from deblur import tracking
 
-    write_params(project, smoke_params(epochs=1))
+    write_params(trained_project, smoke_params(epochs=1))
     torchrun = Path(sys.executable).with_name("torchrun")
     proc = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],

@@ -122,7 +122,8 @@ def predict(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the deblurred PNGs.")],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="gan, ae, a .pt file or models:/NAME@ALIAS.")
+        str,
+        typer.Option("--model", "-m", help="gan, ae, a .pt or .onnx file, or models:/NAME@ALIAS."),
     ] = "gan",
     tile: Annotated[
         int | None, typer.Option(min=32, help="Tile side; default params evaluate.tile.")
@@ -154,6 +155,50 @@ def info(
     from deblur.models import describe
 
     describe(p, as_json=as_json)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Start the demo web page: upload a photo, compare GAN and autoencoder, download.
+
+    Serves each registry champion, or models/<kind>.pt when the registry has none.
+    """
+    from deblur import config
+
+    # Outside a project the defaults apply, as for predict.
+    p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    from deblur.serve.app import run
+
+    run(host, port, p.evaluate.tile, p.evaluate.overlap, device)
+
+
+@app.command()
+def export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Only onnx for now.")] = "onnx",
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="gan, ae, a .pt file or models:/NAME@ALIAS.")
+    ] = "gan",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output file; default beside the .pt.")
+    ] = None,
+) -> None:
+    """Export a model to ONNX (any batch, height and width), checked against PyTorch.
+
+    The file runs in ONNX Runtime through `deblur predict --model FILE.onnx`.
+    """
+    if fmt != "onnx":
+        raise DeblurError(f"unknown export format '{fmt}'; use onnx")
+    from deblur.export import export_onnx
+
+    path, diffs = export_onnx(model, out)
+    for shape, diff in diffs:
+        typer.echo(f"check {'x'.join(map(str, shape))}: max |onnx - torch| = {diff:.2e}")
+    typer.echo(f"wrote {path}")
 
 
 NOT_PROMOTED = 3

@@ -25,7 +25,10 @@ from deblur import paths
 from deblur.errors import DeblurError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
-MODEL_FORMS = "gan, ae, a checkpoint path (*.pt) or a registry URI (models:/deblur-gan@champion)"
+MODEL_FORMS = (
+    "gan, ae, a checkpoint path (*.pt), an ONNX export (*.onnx) "
+    "or a registry URI (models:/deblur-gan@champion)"
+)
 
 
 # --------------------------------------------------------------------------- tiling
@@ -138,7 +141,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 def resolve_model(spec: str | os.PathLike) -> Path:
-    """'gan' | 'ae' | a checkpoint path | a registry URI -> a local checkpoint file."""
+    """'gan' | 'ae' | a checkpoint or .onnx path | a registry URI -> a local model file."""
     text = str(spec)
     if text in ("gan", "ae"):
         path = paths.checkpoint(text)
@@ -152,15 +155,21 @@ def resolve_model(spec: str | os.PathLike) -> Path:
     path = Path(text)
     if path.is_file():
         return path
-    if path.suffix == ".pt":
+    if path.suffix in (".pt", ".onnx"):
         raise DeblurError(f"checkpoint {path} not found")
     raise DeblurError(f"unknown model '{text}'; use {MODEL_FORMS}")
 
 
 def load_model(spec: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A model for deblur_image; an .onnx file runs in ONNX Runtime behind the same call."""
     from deblur import models
 
-    return models.load(resolve_model(spec), device=device)
+    path = resolve_model(spec)
+    if path.suffix == ".onnx":
+        from deblur.export import OnnxModel
+
+        return OnnxModel(path)
+    return models.load(path, device=device)
 
 
 # --------------------------------------------------------------------------- predict

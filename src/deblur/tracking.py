@@ -245,17 +245,21 @@ def download_checkpoint(uri: str) -> Path:
 
     setup()
     try:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri.rstrip("/") + "/artifacts/checkpoint",
-            dst_path=tempfile.mkdtemp(prefix="deblur-model-"),
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="deblur-model-")
+            )
         )
     except MlflowException as exc:
         raise DeblurError(
             f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
             "train and promote first, or pass a checkpoint path"
         ) from None
-    path = Path(local)
-    return path if path.is_file() else next(path.rglob("*.pt"))
+    # A logged model keeps its checkpoint under artifacts/; a run path may point at it directly.
+    found = [local] if local.is_file() else sorted(local.rglob("*.pt"))
+    if not found:
+        raise DeblurError(f"{uri} holds no deblur checkpoint; pass a models:/deblur-... URI")
+    return found[0]
 
 
 def tag_version(kind: str, version: str | int, metrics: dict[str, float]) -> None:

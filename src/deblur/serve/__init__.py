@@ -1,0 +1,1 @@
+"""`deblur serve`: the demo web page and its small JSON/PNG API (see app.py)."""

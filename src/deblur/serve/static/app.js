@@ -1,0 +1,166 @@
+// deblur demo page: pick a photo and a model, POST /api/deblur, compare with a slider.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { file: null, limits: null, beforeUrl: null, afterUrl: null, done: false };
+
+const megabytes = (n) => `${(n / 2 ** 20).toFixed(0)} MB`;
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+// FastAPI says {"detail": "..."} for our errors and {"detail": [{msg}, ...]} for a malformed form.
+async function errorText(res) {
+  try {
+    const body = await res.json();
+    if (typeof body.detail === "string") return body.detail;
+    if (Array.isArray(body.detail)) return body.detail.map((d) => d.msg).join("; ");
+  } catch (_) { /* not JSON: fall through */ }
+  return `the server answered ${res.status} ${res.statusText}`;
+}
+
+function loadImage(img, url) {
+  return new Promise((resolve, reject) => {
+    img.onload = () => resolve(img);
+    img.onerror = () => reject(new Error("the browser cannot display this image"));
+    img.src = url;
+  });
+}
+
+function replaceUrl(key, blob) {
+  if (state[key]) URL.revokeObjectURL(state[key]);
+  state[key] = blob ? URL.createObjectURL(blob) : null;
+  return state[key];
+}
+
+async function loadModels() {
+  const res = await fetch("/api/models");
+  if (!res.ok) throw new Error(await errorText(res));
+  const info = await res.json();
+  state.limits = info.limits;
+  $("limits").textContent =
+    `${info.limits.types} · up to ${megabytes(info.limits.bytes)}, ${info.limits.pixels / 1e6} MP`;
+  const box = $("models");
+  box.replaceChildren();
+  let picked = false;
+  for (const m of info.models) {
+    const label = document.createElement("label");
+    label.className = m.available ? "model" : "model off";
+    const input = Object.assign(document.createElement("input"), {
+      type: "radio", name: "model", value: m.kind, disabled: !m.available,
+    });
+    if (m.available && !picked) picked = input.checked = true;
+    input.addEventListener("change", () => state.done && deblur());
+    const title = Object.assign(document.createElement("strong"), { textContent: m.label });
+    const source = Object.assign(document.createElement("small"), { textContent: m.source });
+    source.title = m.source;
+    label.append(input, title, source);
+    box.append(label);
+  }
+}
+
+// Show the upload at once; formats the browser cannot draw (TIFF) come back from the server as PNG.
+async function showBefore(file) {
+  const before = $("before");
+  try {
+    await loadImage(before, replaceUrl("beforeUrl", file));
+  } catch (_) {
+    const form = new FormData();
+    form.append("file", file);
+    const res = await fetch("/api/png", { method: "POST", body: form });
+    if (!res.ok) throw new Error(await errorText(res));
+    await loadImage(before, replaceUrl("beforeUrl", await res.blob()));
+  }
+  const { naturalWidth: w, naturalHeight: h } = before;
+  $("compare").style.setProperty("--fit", `calc(70vh * ${w / h})`);
+  await loadImage($("after"), state.beforeUrl);
+  return [w, h];
+}
+
+function setPreview(on) {
+  for (const el of document.querySelectorAll(".divider, .tag, #slider")) el.hidden = on;
+  setSlider(on ? 100 : 50);
+}
+
+function setSlider(value) {
+  $("slider").value = value;
+  $("compare").style.setProperty("--pos", `${value}%`);
+}
+
+async function choose(file) {
+  showError("");
+  state.done = false;
+  $("download").hidden = true;
+  $("meta").textContent = "";
+  if (!file) return;
+  if (state.limits && file.size > state.limits.bytes) {
+    showError(`${file.name} is larger than the ${megabytes(state.limits.bytes)} upload limit`);
+    return;
+  }
+  state.file = file;
+  $("drop-title").textContent = file.name;
+  $("run").disabled = !document.querySelector("input[name=model]:checked");
+  $("empty").hidden = true;
+  $("compare").hidden = false;
+  setPreview(true);
+  try {
+    const [w, h] = await showBefore(file);
+    $("meta").textContent = `${file.name} · ${w}×${h} px`;
+  } catch (err) {
+    $("compare").hidden = true;
+    $("empty").hidden = false;
+    showError(err.message);
+  }
+}
+
+async function deblur() {
+  const model = document.querySelector("input[name=model]:checked");
+  if (!state.file || !model) return;
+  showError("");
+  $("busy").hidden = false;
+  $("run").disabled = true;
+  const form = new FormData();
+  form.append("file", state.file);
+  form.append("model", model.value);
+  try {
+    const res = await fetch("/api/deblur", { method: "POST", body: form });
+    if (!res.ok) throw new Error(await errorText(res));
+    const url = replaceUrl("afterUrl", await res.blob());
+    const after = await loadImage($("after"), url);
+    const name = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "");
+    Object.assign($("download"), { href: url, download: name ? name[1] : "deblurred.png" });
+    $("download").hidden = false;
+    $("tag-after").textContent = `Deblurred · ${model.parentElement.querySelector("strong").textContent}`;
+    $("meta").textContent = [
+      `${after.naturalWidth}×${after.naturalHeight} px`,
+      res.headers.get("X-Deblur-Model"),
+      `${res.headers.get("X-Deblur-Milliseconds")} ms`,
+    ].join(" · ");
+    setPreview(false);
+    state.done = true;
+  } catch (err) {
+    showError(err.message);
+  } finally {
+    $("busy").hidden = true;
+    $("run").disabled = false;
+  }
+}
+
+function wire() {
+  $("file").addEventListener("change", (e) => choose(e.target.files[0]));
+  $("run").addEventListener("click", deblur);
+  $("slider").addEventListener("input", (e) => setSlider(e.target.value));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    choose(e.dataTransfer.files[0]);
+  });
+}
+
+wire();
+loadModels().catch((err) => showError(`cannot list the models: ${err.message}`));
