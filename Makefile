@@ -13,14 +13,14 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml's stages call `deblur`: the venv's, whether or not the user activated it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test test-slow lint format bench serve mlflow-ui mlflow-server clean help
+.PHONY: setup chromium repro test test-slow lint format bench serve mlflow-ui mlflow-server clean help
 
 help:
 	@echo "make repro   set up .venv if needed, then run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv if needed, then lint and run the tests"
 	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | test-slow | clean"
 
-setup:
+setup: chromium
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
 		echo "setup: .venv is up to date"; \
 	else \
@@ -31,6 +31,21 @@ setup:
 		$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .; \
 		echo "$(REQ_HASH)" > $(STAMP); \
 		echo "setup: .venv ready"; \
+	fi
+
+# The browser test drives Debian's chromium (Playwright cannot download its own here).
+# Installed only where it is missing and apt-get can run (root, or sudo without a password);
+# a failed install only warns: the test then skips, or fails under CI=true.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+		else echo "setup: $(CHROMIUM) missing; apt-get install chromium as root"; exit 0; fi; \
+		echo "setup: installing Debian's chromium for the browser test"; \
+		{ $$sudo apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "setup: warning: could not install chromium; the browser test will not run"; \
 	fi
 
 # Exit code 3 from promote means "the champion stays": not a failure of the pipeline.

@@ -17,7 +17,7 @@ TINY_ARCH = {
 }
 
 
-def save_tiny(path: str | Path, kind: str = "gan", seed: int = 0) -> nn.Module:
+def save_tiny(path: str | Path, kind: str = "gan", seed: int = 0, nudge: float = 0.05) -> nn.Module:
     """A checkpoint as `deblur train` writes it, with every weight nudged off its init.
 
     A fresh model is the identity (its last conv starts at zero), which would make any
@@ -27,7 +27,7 @@ def save_tiny(path: str | Path, kind: str = "gan", seed: int = 0) -> nn.Module:
     model = models.build(kind, TINY_ARCH[kind])
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+            p.add_(nudge * torch.randn_like(p))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(models.checkpoint_dict(kind, model, TINY_ARCH[kind]), path)

@@ -139,9 +139,9 @@ class DiscriminatorConfig(Strict):
 class AutoencoderConfig(_Widths):
     """Encoder with growing depth, dilated bottleneck, attention decoder with skips."""
 
-    channels: int = Field(16, ge=4, le=1024, description="width at full resolution")
-    max_channels: int = Field(64, ge=4, le=2048, description="cap on the doubling width")
-    depth: int = Field(3, ge=1, le=5, description="stride-2 downsamplings")
+    channels: int = Field(8, ge=4, le=1024, description="width at full resolution")
+    max_channels: int = Field(128, ge=4, le=2048, description="cap on the doubling width")
+    depth: int = Field(4, ge=1, le=5, description="stride-2 downsamplings")
     dilations: tuple[int, ...] = Field(
         (1, 2, 4), min_length=1, description="one residual block per dilation in the bottleneck"
     )
@@ -257,7 +257,9 @@ def load(path: str | Path | None = None) -> Params:
     """Read and validate params.yaml (or ``path``)."""
     path = Path(path) if path else DEFAULT_PARAMS
     if not path.is_file():
-        raise ConfigError(f"params file {path} not found; run from the project root or pass --params")
+        raise ConfigError(
+            f"params file {path} not found; run from the project root or pass --params"
+        )
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

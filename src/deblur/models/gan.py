@@ -32,7 +32,7 @@ class Discriminator(nn.Module):
     ``forward`` returns logits, not the seed's sigmoid probabilities: the losses apply the
     sigmoid themselves (BCE-with-logits is the numerically safe form of sigmoid + BCE,
     and LSGAN/WGAN want the raw score). ``probability`` is the seed's sigmoid output.
-    With n_layers=3 each score sees a 70x70 patch; inputs need sides >= 2**(n_layers+1).
+    With n_layers=3 each score sees a 70x70 patch; inputs need sides >= 3 * 2**n_layers.
     """
 
     def __init__(self, config: DiscriminatorConfig):

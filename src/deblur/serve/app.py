@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from deblur.errors import DeblurError
 
@@ -171,10 +174,6 @@ def create_app(
     device: str | torch.device = "cpu",
 ):
     """The FastAPI app; ``served`` defaults to the registry champions / models/*.pt."""
-    from fastapi import FastAPI, File, Form, Request, UploadFile
-    from fastapi.responses import FileResponse, JSONResponse, Response
-    from fastapi.staticfiles import StaticFiles
-
     from deblur import infer
 
     device = torch.device(device)

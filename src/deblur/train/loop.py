@@ -219,13 +219,14 @@ class Trainer:
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
         from deblur.evaluate.metrics import score
-        from deblur.infer import deblur_image
+        from deblur.infer import deblur_image, to_uint8
 
         model = _unwrap(self.model).eval()
         scores = []
         for i in self.val_idx:
             blur, sharp = self.store.pair(i)
-            out = deblur_image(model, blur, device=self.device)
+            # Scored as the 8-bit image a user gets, like `deblur evaluate` does.
+            out = to_uint8(deblur_image(model, blur, device=self.device))
             scores.append(score(out, sharp))
         psnr, ssim = np.mean(scores, axis=0)
         return {"val_psnr": float(psnr), "val_ssim": float(ssim)}

@@ -19,7 +19,9 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
 def frequency_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 between spectra: pixel losses under-weight the high frequencies that blur removes."""
     # "ortho" keeps the spectrum on the pixels' scale, whatever the crop size.
-    diff = torch.fft.rfft2(pred.float(), norm="ortho") - torch.fft.rfft2(target.float(), norm="ortho")
+    diff = torch.fft.rfft2(pred.float(), norm="ortho") - torch.fft.rfft2(
+        target.float(), norm="ortho"
+    )
     return diff.abs().mean()
 
 

@@ -79,9 +79,12 @@ async function showBefore(file) {
   return [w, h];
 }
 
+// Before a result there is nothing to compare: the photo alone, no divider.
 function setPreview(on) {
+  const was = $("slider").hidden;
   for (const el of document.querySelectorAll(".divider, .tag, #slider")) el.hidden = on;
-  setSlider(on ? 100 : 50);
+  if (on) setSlider(100);
+  else if (was) setSlider(50); // a re-run with another model keeps the user's position
 }
 
 function setSlider(value) {

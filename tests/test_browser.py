@@ -1,0 +1,166 @@
+"""The demo page end to end: `deblur serve` in a subprocess, Debian's Chromium via Playwright.
+
+Playwright cannot download its own browser here, so it drives /usr/bin/chromium. Without
+it the test skips on a workstation but fails in CI (CI=true), where it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_models import save_tiny
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def chromium():
+    """Playwright's sync API, or a skip (a failure in CI) naming what is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "the playwright package (pip install playwright)"
+    else:
+        if CHROMIUM.is_file():
+            return sync_playwright
+        missing = f"{CHROMIUM} (make setup installs Debian's chromium)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser test needs {missing}; CI must run it")
+    pytest.skip(f"needs {missing}")
+
+
+def blurry_photo() -> np.ndarray:
+    """scikit-image's cat, smeared by a 9-pixel horizontal shake (300x435)."""
+    from skimage import data
+
+    cat = data.chelsea().astype(np.float32)
+    smear = np.mean([np.roll(cat, s, axis=1) for s in range(-4, 5)], axis=0)
+    return np.round(smear[:, 8:-8]).astype(np.uint8)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def demo(tmp_path):
+    """`deblur serve` on a free port, in a project with tiny models and no MLflow store."""
+    (tmp_path / "models").mkdir()
+    for kind in ("gan", "ae"):
+        trained = REPO / "models" / f"{kind}.pt"
+        if os.environ.get("DEBLUR_SCREENSHOT") and trained.is_file():
+            shutil.copyfile(trained, tmp_path / "models" / f"{kind}.pt")  # a real picture
+        else:
+            save_tiny(tmp_path / "models" / f"{kind}.pt", kind, nudge=0.01)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:  # a file, not a pipe nobody drains; the child keeps its handle
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deblur", "serve", "--port", str(port), "--device", "cpu"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"deblur serve exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                urllib.request.urlopen(url + "/health", timeout=2).close()
+                break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    pytest.fail("deblur serve did not answer /health within 60 s")
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_upload_compare_and_download(chromium, demo, tmp_path):
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(blurry_photo()).save(photo, quality=92)
+    (notes := tmp_path / "notes.txt").write_text("not a photo")
+
+    with chromium() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(demo)
+            page.wait_for_selector("input[name=model][value=gan]:checked")
+            assert "models/ae.pt" in page.inner_text("#models")
+
+            # A wrong file type: the server's 415 message shows on the page.
+            page.set_input_files("#file", str(notes))
+            page.click("#run")
+            page.wait_for_selector("#error:not([hidden])")
+            assert "notes.txt is not an image" in page.inner_text("#error")
+
+            page.set_input_files("#file", str(photo))
+            page.click("#run")
+            page.wait_for_selector("#download:not([hidden])", timeout=60_000)
+            assert page.is_hidden("#error")
+            size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+            assert size == [435, 300]
+            assert "models/gan.pt" in page.inner_text("#meta")
+            link = page.eval_on_selector("#download", "a => [a.download, a.href]")
+            assert link[0] == "cat-deblurred.png" and link[1].startswith("blob:")
+
+            # Dragging the divider moves the clip of the "before" image.
+            box = page.locator("#compare").bounding_box()
+            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+            position = page.eval_on_selector("#slider", "s => Number(s.value)")
+            assert 25 < position < 35
+
+            with page.expect_download() as download:
+                page.click("#download")
+            saved = tmp_path / "downloaded.png"
+            download.value.save_as(saved)
+            assert Image.open(saved).size == (435, 300)
+
+            # Another model re-runs the same photo.
+            page.check("input[name=model][value=ae]")
+            page.wait_for_function("document.querySelector('#meta').innerText.includes('ae.pt')")
+            assert "Autoencoder" in page.inner_text("#tag-after")
+
+            shot = tmp_path / "web_demo.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    if os.environ.get("DEBLUR_SCREENSHOT"):
+        target = REPO / "reports" / "figures" / "web_demo.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
