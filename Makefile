@@ -20,7 +20,7 @@ help:
 	@echo "make test    set up .venv if needed, then lint and run the tests"
 	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | test-slow | clean"
 
-setup: chromium
+setup:
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
 		echo "setup: .venv is up to date"; \
 	else \
@@ -55,7 +55,7 @@ repro: setup
 	$(BIN)/deblur promote gan || [ $$? -eq 3 ]
 	$(BIN)/deblur promote ae || [ $$? -eq 3 ]
 
-test: setup lint
+test: setup chromium lint
 	$(BIN)/python -m pytest
 
 test-slow: setup

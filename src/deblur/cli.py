@@ -184,7 +184,10 @@ def export(
         str, typer.Option("--model", "-m", help="gan, ae, a .pt file or models:/NAME@ALIAS.")
     ] = "gan",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output file; default beside the .pt.")
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Default: beside the .pt; ./deblur-KIND.onnx for models:/."
+        ),
     ] = None,
 ) -> None:
     """Export a model to ONNX (any batch, height and width), checked against PyTorch.
