@@ -101,3 +101,10 @@ def test_train_evaluate_promote_predict_through_a_tracking_server(
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (root / "out" / "photo.png").is_file()
+
+    # Without --model, predict takes the GAN champion: no local checkpoint is needed.
+    assert deblur("promote", "gan").returncode == 0
+    (root / "models" / "gan.pt").unlink()
+    default = deblur("predict", str(photo), "-o", str(root / "out2"))
+    assert default.returncode == 0, default.stderr[-2000:]
+    assert (root / "out2" / "photo.png").is_file()

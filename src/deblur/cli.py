@@ -122,9 +122,14 @@ def predict(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the deblurred PNGs.")],
     model: Annotated[
-        str,
-        typer.Option("--model", "-m", help="gan, ae, a .pt or .onnx file, or models:/NAME@ALIAS."),
-    ] = "gan",
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="gan, ae, a .pt or .onnx file, or models:/NAME@ALIAS. Default: the GAN "
+            "champion from the registry if there is one, else models/gan.pt.",
+        ),
+    ] = None,
     tile: Annotated[
         int | None, typer.Option(min=32, help="Tile side; default params evaluate.tile.")
     ] = None,
@@ -139,9 +144,11 @@ def predict(
 
     # Outside a project (no ./params.yaml) the defaults apply: predict only needs a model.
     p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    from deblur.infer import default_spec
     from deblur.infer import predict as run
 
     ev = p.evaluate
+    model = model or default_spec("gan")
     run(inputs, out, model, tile or ev.tile, ev.overlap if overlap is None else overlap, device)
 
 

@@ -127,6 +127,15 @@ def deblur_image(
 # --------------------------------------------------------------------------- models
 
 
+def default_spec(kind: str) -> str:
+    """The registry's champion when the tracking store has one, else the pipeline's file."""
+    from deblur import tracking
+
+    if tracking.champion(kind) is not None:
+        return f"models:/{tracking.registered_name(kind)}@{tracking.CHAMPION}"
+    return kind
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """'auto' -> CUDA when present, else CPU; anything else as torch spells it."""
     if spec == "auto":

@@ -298,6 +298,17 @@ def alias_holder(kind: str, alias: str):
         return None
 
 
+def store_exists() -> bool:
+    """False for a SQLite store not created yet: asking it anything would create it empty."""
+    uri = tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def champion(kind: str):
+    """The version holding @champion, or None (no store yet, or no champion in it)."""
+    return alias_holder(kind, CHAMPION) if store_exists() else None
+
+
 def scores(mv) -> tuple[float, float] | None:
     """(test PSNR, test SSIM) that `deblur evaluate` tagged on a version, if any."""
     if mv is None or "test_psnr" not in mv.tags:

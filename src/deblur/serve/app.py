@@ -69,24 +69,11 @@ class Served:
 # --------------------------------------------------------------------------- models
 
 
-def _champion(kind: str):
-    """The registry's champion version of ``kind``, or None when there is no store to ask.
-
-    A missing SQLite file means no registry yet: asking would create an empty one.
-    """
-    from deblur import tracking
-
-    uri = tracking.tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return None
-    return tracking.alias_holder(kind, tracking.CHAMPION)
-
-
 def find_model(kind: str, device: torch.device) -> Served:
     """The registry's champion if there is one, else models/<kind>.pt, else unavailable."""
     from deblur import infer, paths, tracking
 
-    mv = _champion(kind)
+    mv = tracking.champion(kind)
     if mv is not None:
         name = tracking.registered_name(kind)
         model = infer.load_model(f"models:/{name}@{tracking.CHAMPION}", device=device)
