@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from servers import free_port, running
 from tiny_models import save_tiny
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,12 +56,6 @@ def blurry_photo() -> np.ndarray:
     return np.round(smear[:, 8:-8]).astype(np.uint8)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def demo(tmp_path):
     """`deblur serve` on a free port, in a project with tiny models and no MLflow store."""
@@ -78,36 +68,10 @@ def demo(tmp_path):
             save_tiny(tmp_path / "models" / f"{kind}.pt", kind, nudge=0.01)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    log = tmp_path / "serve.log"
-    with log.open("w") as out:  # a file, not a pipe nobody drains; the child keeps its handle
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deblur", "serve", "--port", str(port), "--device", "cpu"],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"deblur serve exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                urllib.request.urlopen(url + "/health", timeout=2).close()
-                break
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    pytest.fail("deblur serve did not answer /health within 60 s")
-                time.sleep(0.3)
+    cmd = [sys.executable, "-m", "deblur", "serve", "--port", str(port), "--device", "cpu"]
+    with running(cmd, url, "/health", tmp_path / "serve.log", timeout=60, cwd=tmp_path, env=env):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_upload_compare_and_download(chromium, demo, tmp_path):

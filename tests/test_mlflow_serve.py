@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,18 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from servers import free_port, running
 from tiny_models import random_image, save_tiny
 
 from deblur import config, infer, tracking
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # importing mlflow and torch in a fresh process, on a busy machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,20 +49,6 @@ def champion(store, monkeypatch):
     monkeypatch.chdir(root / "models")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return model
-
-
-def wait_ready(proc: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(url + "/ping", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer /ping within {START_TIMEOUT} s")
 
 
 def invoke(url: str, batch: np.ndarray) -> np.ndarray:
@@ -100,22 +78,15 @@ def test_champion_serves_any_image_size(champion, store):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/deblur-gan@champion"]
-    with log.open("w") as out:  # the child keeps its own handle
-        proc = subprocess.Popen(
-            [*cmd, "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-            env={
-                **os.environ,
-                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-                # mlflow execs `uvicorn` by name: the venv's, as an activated venv would find it.
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            },
-            cwd=root,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_ready(proc, url, log)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # mlflow execs `uvicorn` by name: the venv's, as an activated venv would find it.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    with running(cmd, url, "/ping", log, timeout=START_TIMEOUT, env=env, cwd=root):
         # 24x32 is the logged input example's size; 37x53 is not, nor a multiple of 4.
         for h, w in [(24, 32), (37, 53)]:
             images = [random_image(h, w, seed) for seed in (1, 2)]
@@ -125,10 +96,3 @@ def test_champion_serves_any_image_size(champion, store):
             for image, result in zip(images, got, strict=True):
                 want = infer.deblur_image(champion, image).transpose(2, 0, 1)
                 assert np.abs(result - want).max() < 1e-5, (h, w)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
