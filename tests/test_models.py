@@ -71,11 +71,6 @@ def test_seed_paper_profile_has_the_seed_sizes(kind, target):
     assert models.count_params(model) == pytest.approx(target, rel=0.03)
 
 
-def test_profiles_are_valid_params_files():
-    for path in PROFILES.glob("*.yaml"):
-        config.load(path)
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_few_steps_lower_the_l1_loss_and_train_every_weight(kind):
     torch.manual_seed(0)

@@ -165,6 +165,25 @@ def info(
 
 
 @app.command()
+def bench(
+    params: ParamsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed runs per number (median).")] = 5,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny sizes, 1 repeat, no torch.compile: a check.")
+    ] = False,
+) -> None:
+    """Measure inference per path, training, data loading and a no-op `dvc repro`.
+
+    Each number is a median after a warm-up; all of them also go to reports/bench.csv.
+    """
+    p = _params(params)
+    from deblur.bench import run
+
+    run(p, repeats=1 if quick else repeats, quick=quick, as_json=as_json)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,

@@ -127,6 +127,9 @@ class GeneratorConfig(_Widths):
     max_channels: int = Field(128, ge=4, le=2048, description="cap on the doubling width")
     n_down: int = Field(3, ge=0, le=5, description="stride-2 downsamplings")
     n_res: int = Field(4, ge=0, le=64, description="residual blocks at the lowest level")
+    attention: bool = Field(
+        True, description="channel + spatial attention in the lowest-level blocks"
+    )
 
 
 class DiscriminatorConfig(Strict):
@@ -210,7 +213,7 @@ class TrainConfig(Strict):
 
 class EvaluateConfig(Strict):
     protocol: Literal["full", "resize"] = "full"
-    tile: int = Field(512, ge=32, description="inference tile side; larger images are tiled")
+    tile: int = Field(1280, ge=32, description="inference tile side; larger images are tiled")
     overlap: int = Field(32, ge=0, description="tile overlap, blended to hide seams")
     baseline: Literal["unsharp", "wiener", "richardson_lucy"] = "unsharp"
     samples: int = Field(4, ge=1, le=16, description="triptychs drawn in the report")

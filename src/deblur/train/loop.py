@@ -119,7 +119,10 @@ class Trainer:
             sampler=self.sampler,
             shuffle=False,  # the dataset itself draws the random crops, per (seed, epoch, index)
             num_workers=workers,
-            persistent_workers=workers > 0,
+            # Not persistent: a persistent worker keeps the copy of the dataset it started
+            # with, so set_epoch never reached it and every epoch drew epoch 0's crops again.
+            # A fresh worker per epoch costs a fork, well under a second per epoch.
+            persistent_workers=False,
             pin_memory=self.device.type == "cuda",
             drop_last=True,
         )
