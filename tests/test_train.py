@@ -48,6 +48,8 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     assert run.data.params["train.ae.lr"] == str(params.train.ae.lr)
     history = MlflowClient().get_metric_history(run.info.run_id, "val_psnr")
     assert [m.step for m in history] == [1, 2]
+    per_step = MlflowClient().get_metric_history(run.info.run_id, "step_loss")
+    assert [m.step for m in per_step] == [3, 6]  # 3 steps per epoch, flushed at epoch ends
     mv = tracking.version_of_checkpoint("ae", paths.checkpoint("ae"))
     assert mv is not None and int(mv.version) == summary["registered_version"] == 1
 
@@ -153,3 +155,25 @@ def test_torchrun_two_process_gloo(trained_project, smoke_params):
         [MlflowClient().get_experiment_by_name("deblur").experiment_id]
     )
     assert len(runs) == 1, "rank 0 alone logs"
+
+
+def test_perceptual_loss_reads_only_a_local_file(tmp_path):
+    from deblur.train import losses
+
+    raw = {"train": {"ae": {"perceptual_weight": 0.1, "vgg_weights": str(tmp_path / "no.pth")}}}
+    with pytest.raises(DeblurError, match="not found"):
+        losses.Content(config.parse(raw).train.ae)
+    bogus = tmp_path / "bogus.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bogus)
+    raw["train"]["ae"]["vgg_weights"] = str(bogus)
+    with pytest.raises(DeblurError, match="not a VGG19 state dict"):
+        losses.Content(config.parse(raw).train.ae)
+
+
+def test_warmup_cosine_schedule_shape():
+    from deblur.train.loop import warmup_cosine
+
+    f = warmup_cosine(warmup=10, total=110)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(60) == pytest.approx(0.51, abs=0.01)  # half-way down the cosine
+    assert f(110) == pytest.approx(0.02) and f(500) == pytest.approx(0.02)

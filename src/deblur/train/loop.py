@@ -21,11 +21,13 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from deblur import fsutil, models, paths
+from deblur import fsutil, models, paths, tracking
 from deblur.data.dataset import CropDataset, PairStore, split_train_val
 from deblur.errors import DeblurError
 from deblur.train import checkpoint, distributed, losses
 from deblur.train.distributed import World
+
+LOG_EVERY = 10  # steps per point of the per-step loss curve in MLflow
 
 
 def warmup_cosine(warmup: int, total: int, floor: float = 0.02):
@@ -203,12 +205,18 @@ class Trainer:
             disable=not self.world.main,
             dynamic_ncols=True,
         )
+        recent: list[float] = []
         for blur, sharp in bar:
             parts = self.step(blur, sharp)
             self.state.step += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
-            bar.set_postfix(loss=f"{float(parts['loss']):.4f}")
+            recent.append(float(parts["loss"]))
+            bar.set_postfix(loss=f"{recent[-1]:.4f}")
+            if self.world.main and len(recent) == LOG_EVERY:
+                self._log_steps(recent)
+        if self.world.main and recent:
+            self._log_steps(recent)
         seconds = time.perf_counter() - start
         n = self.cfg.steps_per_epoch
         row = {f"train_{k}" if k == "loss" else k: v / n for k, v in sums.items()}
@@ -218,6 +226,12 @@ class Trainer:
             lr=self.opt.param_groups[0]["lr"],
         )
         return row
+
+    def _log_steps(self, recent: list[float]) -> None:
+        """A point of the per-step loss curve: the mean of the last few steps, because one
+        MLflow write per batch would make a SQLite store the bottleneck of a fast GPU run."""
+        tracking.log_epoch({"step_loss": sum(recent) / len(recent)}, step=self.state.step)
+        recent.clear()
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
@@ -334,8 +348,6 @@ def fit(
     world = distributed.init(device)
     try:
         if world.main:
-            from deblur import tracking
-
             tracking.setup()  # an unreachable server should fail now, not after the data loads
         trainer = Trainer(kind, params, world)
         if resume:
@@ -358,8 +370,6 @@ def fit(
 
 
 def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dict[str, Any]:
-    from deblur import tracking
-
     cfg, world, state = trainer.cfg, trainer.world, trainer.state
     baseline = trainer.blurry_baseline() if world.main else {}
     if world.main:
