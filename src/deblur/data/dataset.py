@@ -122,12 +122,13 @@ class CropDataset(Dataset):
         length: int | None = None,
         flip: bool = True,
         rotate: bool = False,
+        permute_channels: bool = False,
     ):
         self.store, self.indices = store, np.asarray(indices, dtype=np.int64)
         if len(self.indices) == 0:
             raise DataError(f"no pairs to draw crops from in {store.folder}")
         self.crop, self.seed, self.length = crop, seed, length
-        self.flip, self.rotate = flip, rotate
+        self.flip, self.rotate, self.permute = flip, rotate, permute_channels
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -151,6 +152,9 @@ class CropDataset(Dataset):
         if self.rotate:
             turns = int(rng.integers(4))
             blur, sharp = np.rot90(blur, turns), np.rot90(sharp, turns)
+        if self.permute:
+            order = rng.permutation(3)
+            blur, sharp = blur[..., order], sharp[..., order]
         return to_tensor(blur), to_tensor(sharp)
 
 

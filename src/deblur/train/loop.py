@@ -106,8 +106,16 @@ class Trainer:
         )
         per_epoch = self.cfg.steps_per_epoch * self.cfg.batch_size * self.world.size
         self.store, self.val_idx = store, list(val_idx)[: self.cfg.val_images]
+        # Rotations and colour-channel swaps keep a camera-shake pair valid (the blur turns
+        # with the image) and stop a small model from memorising the few training photos.
         self.dataset = CropDataset(
-            store, train_idx, crop=self.cfg.crop, seed=self.params.seed, length=per_epoch
+            store,
+            train_idx,
+            crop=self.cfg.crop,
+            seed=self.params.seed,
+            length=per_epoch,
+            rotate=True,
+            permute_channels=True,
         )
         self.sampler = (
             DistributedSampler(self.dataset, self.world.size, self.world.rank, shuffle=False)
