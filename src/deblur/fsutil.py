@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -61,3 +62,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256(path: str | os.PathLike, progress: bool = False) -> str:
+    """Hex SHA-256 of a file, read in chunks (a GoPro archive is 8 GB); a bar if asked."""
+    from tqdm import tqdm
+
+    digest = hashlib.sha256()
+    size = Path(path).stat().st_size
+    bar = tqdm(total=size, desc="checksum", unit="B", unit_scale=True, disable=not progress)
+    with bar, open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            bar.update(len(chunk))
+    return digest.hexdigest()

@@ -7,7 +7,6 @@ how a model is registered so it accepts any image size, and how `champion` moves
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from deblur import fsutil
 from deblur.errors import DeblurError
 
 EXPERIMENT = "deblur"
@@ -268,14 +268,6 @@ def tag_version(kind: str, version: str | int, metrics: dict[str, float]) -> Non
         c.set_model_version_tag(registered_name(kind), str(version), key, f"{value:.6g}")
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def versions(kind: str) -> list:
     """Every registered version of a model, newest first."""
     name = registered_name(kind)
@@ -285,7 +277,7 @@ def versions(kind: str) -> list:
 
 def version_of_checkpoint(kind: str, checkpoint: str | os.PathLike):
     """The newest registered version built from exactly this checkpoint file, or None."""
-    digest = file_digest(checkpoint)
+    digest = fsutil.sha256(checkpoint)
     return next((mv for mv in versions(kind) if mv.tags.get("checkpoint_sha256") == digest), None)
 
 
@@ -377,7 +369,7 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
         save_slim(slim, Path(checkpoint))
         mv = log_model(kind, slim)
     client().set_model_version_tag(
-        registered_name(kind), mv.version, "checkpoint_sha256", file_digest(checkpoint)
+        registered_name(kind), mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint)
     )
     return mv
 

@@ -27,7 +27,7 @@ from typing import IO
 
 from tqdm import tqdm
 
-from deblur import paths
+from deblur import fsutil, paths
 from deblur.config import Params
 from deblur.data.manifest import SIDES, SPLITS, scan
 from deblur.errors import DataError
@@ -96,7 +96,7 @@ def fetch(url: str, sha256: str, downloads: Path = DOWNLOADS, retries: int = RET
     name = re.sub(r"[^A-Za-z0-9._-]", "_", posixpath.basename(parsed.path)).lstrip(".")
     name = name or "archive"
     final = downloads / name
-    if final.is_file() and _sha256(final) == sha256.lower():
+    if final.is_file() and fsutil.sha256(final) == sha256.lower():
         print(f"{final}: already downloaded, checksum ok")
         return final
     downloads.mkdir(parents=True, exist_ok=True)
@@ -162,18 +162,8 @@ def _transfer(url: str, part: Path) -> None:
                 raise _Interrupted(out.tell(), f"{total - out.tell()} bytes missing")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    bar = tqdm(total=path.stat().st_size, desc="checksum", unit="B", unit_scale=True)
-    with bar, open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-            bar.update(len(chunk))
-    return digest.hexdigest()
-
-
 def _verify(path: Path, sha256: str, url: str, delete: bool) -> None:
-    got, want = _sha256(path), sha256.lower()
+    got, want = fsutil.sha256(path, progress=True), sha256.lower()
     if got == want:
         return
     fix = "check data.sha256 and data.url"
