@@ -54,6 +54,8 @@ def test_prints_every_section(quick):
         assert inf["paths"].keys() == PATHS
         assert inf["ms_per_mp"] == inf["paths"]["default"]["ms_per_mp"]
         assert report["train"][kind]["samples_per_s"] > 0
+        predict = inf["predict"]  # the whole call, PNG in and out, against the bare forward
+        assert predict["ms"] > 0 and predict["vs_forward"] > 0 and predict["vs_eager"] > 0
     assert report["inference"]["gan"]["source"] == "models/gan.pt"
     assert report["inference"]["ae"]["source"].startswith("untrained")
     data = report["data"]
@@ -87,13 +89,14 @@ def test_writes_one_csv_row_per_measurement(quick):
     assert {r["section"] for r in table} == {"machine", "inference", "train", "data"}
     ms = {(r["model"], r["path"]): float(r["value"]) for r in table if r["unit"] == "ms/MP"}
     assert ms[("gan", "default")] == report["inference"]["gan"]["ms_per_mp"]
+    assert ms[("ae", "predict")] == report["inference"]["ae"]["predict"]["ms_per_mp"]
     assert not list((root / "reports").glob(".*.tmp"))  # written atomically
 
 
 def test_table_without_json(quick):
     _, report = quick
     text = bench.table(report)
-    for word in ("inference gan", "channels_last", "samples/s", "dvc repro"):
+    for word in ("inference gan", "channels_last", "predict (PNG in", "samples/s", "dvc repro"):
         assert word in text
 
 

@@ -176,3 +176,20 @@ def test_predict_respects_exif_orientation(tmp_path):
     Image.fromarray(image(20, 30)).save(tmp_path / "in" / "turned.jpg", exif=exif)
     (out,) = infer.predict([tmp_path / "in"], tmp_path / "out", spec=str(ckpt), device="cpu")
     assert Image.open(out).size == (20, 30)  # (width, height): upright, as a viewer shows it
+
+
+def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
+    # What `deblur bench` times as "predict" is this call: its output must be the model's.
+    from tiny_models import random_image, save_tiny
+
+    from deblur.data.images import read_rgb, write_png
+
+    model = save_tiny(ckpt := tmp_path / "ae.pt", "ae")
+    write_png(src := tmp_path / "in" / "frame.png", random_image(37, 53))
+    (out,) = infer.predict(
+        [src], tmp_path / "out", spec=str(ckpt), tile=32, overlap=8, device="cpu", progress=False
+    )
+    want = infer.to_uint8(infer.deblur_image(model, read_rgb(src), tile=32, overlap=8))
+    assert not np.array_equal(want, read_rgb(src))  # the model changes the image
+    np.testing.assert_array_equal(read_rgb(out), want)
+    assert "deblur" not in capfd.readouterr().err  # progress=False: no bar

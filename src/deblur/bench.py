@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deblur import fsutil, infer, models, paths
+from deblur import allocator, fsutil, infer, models, paths
 from deblur.config import Params
 
 KINDS = ("gan", "ae")
@@ -55,7 +56,7 @@ class Sizes:
     def __init__(self, quick: bool):
         self.quick = quick
         self.image = (72, 128) if quick else (720, 1280)  # (height, width)
-        self.matmul = 256 if quick else 2048
+        self.matmul = (256,) if quick else (1024, 2048, 4096)
         self.crops = 8 if quick else 64  # data samples per timed run
 
 
@@ -79,11 +80,24 @@ def say(message: str) -> None:
 # --------------------------------------------------------------------------- peak
 
 
-def peak_gflops(n: int, repeats: int) -> float:
-    """float32 GFLOP/s of an n x n matrix product: the most this machine's BLAS gets."""
-    gen = torch.Generator().manual_seed(0)
-    a, b = torch.rand(n, n, generator=gen), torch.rand(n, n, generator=gen)
-    return 2 * n**3 / timed(lambda: torch.mm(a, b), repeats) / 1e9
+def peak_gflops(sizes: tuple[int, ...], repeats: int) -> tuple[float, str]:
+    """(GFLOP/s, how) of the fastest float32 matrix product this machine runs: the limit.
+
+    Both of the BLAS libraries at hand, at several sizes: on an AMD CPU torch's MKL got
+    ~110 GFLOP/s where numpy's OpenBLAS got ~134, and oneDNN's convolutions outran MKL's
+    matmul, so one library's figure is not the machine's peak.
+    """
+    gen = np.random.default_rng(0)
+    best, how = 0.0, ""
+    for n in sizes:
+        a, b = (gen.random((n, n), dtype=np.float32) for _ in range(2))
+        ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+        products = {"torch.mm": partial(torch.mm, ta, tb), "numpy": partial(np.matmul, a, b)}
+        for name, product in products.items():
+            gflops = 2 * n**3 / timed(product, repeats) / 1e9
+            if gflops > best:
+                best, how = gflops, f"{name} {n}x{n}"
+    return best, how
 
 
 # --------------------------------------------------------------------------- inference
@@ -125,7 +139,14 @@ def bf16_unsupported() -> str | None:
     return None if native else "unsupported: this CPU has no native bfloat16 (AVX512-BF16/AMX)"
 
 
-def _onnx(kind: str, model: nn.Module, checkpoint: Path | None, params: Params, tmp: Path):
+def _checkpoint_file(kind: str, model: nn.Module, params: Params, tmp: Path) -> Path:
+    """The bench model as a checkpoint file, for the paths that read one (export, predict)."""
+    path = tmp / f"{kind}.pt"
+    torch.save(models.checkpoint_dict(kind, model, models.arch_config(kind, params)), path)
+    return path
+
+
+def _onnx(kind: str, checkpoint: Path, tmp: Path):
     """(an ONNX Runtime model, None) through deblur.export, or (None, why not)."""
     try:
         import onnxruntime  # noqa: F401
@@ -133,11 +154,6 @@ def _onnx(kind: str, model: nn.Module, checkpoint: Path | None, params: Params, 
         from deblur.export import OnnxModel, export_onnx
     except ImportError:
         return None, "onnx export not available"
-    if checkpoint is None:  # the export reads a checkpoint file, as `deblur export` does
-        checkpoint = tmp / f"{kind}.pt"
-        torch.save(
-            models.checkpoint_dict(kind, model, models.arch_config(kind, params)), checkpoint
-        )
     try:
         path, _ = export_onnx(str(checkpoint), tmp / f"{kind}.onnx")
     except Exception as exc:  # the exporter fails in many ways; say which, go on
@@ -209,11 +225,18 @@ def bench_inference(kind: str, params: Params, sizes: Sizes, repeats: int) -> di
     why = bf16_unsupported()
     candidates["bf16"] = why or (bf16_forward, BF16_TOL, "torch.autocast bfloat16")
     with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = checkpoint or _checkpoint_file(kind, model, params, Path(tmp))
         say(f"{kind}: onnx export")
-        onnx_model, why = _onnx(kind, model, checkpoint, params, Path(tmp))
+        onnx_model, why = _onnx(kind, checkpoint, Path(tmp))
         candidates["onnx"] = why or (lambda: onnx_model(x), FP32_TOL, "ONNX Runtime, CPU")
         results = _measure(kind, candidates, h * w / 1e6, macs, repeats)
+        say(f"{kind}: predict")
+        predict = bench_predict(image, checkpoint, params, Path(tmp), repeats)
     torch._dynamo.reset()  # drop compiled graphs and their memory
+    # predict's own forward is the default path's: channels-last input, one tile at 720p.
+    forward_ms = results["channels_last"]["ms_per_mp"] * h * w / 1e6
+    predict["vs_forward"] = round(predict["ms"] / forward_ms, 3)
+    predict["vs_eager"] = round(predict["ms"] / (results["eager"]["ms_per_mp"] * h * w / 1e6), 3)
 
     default, eager = results["default"], results["eager"]
     same = [n for n, r in results.items() if r.get("same_result") and n != "tiled"]
@@ -232,6 +255,36 @@ def bench_inference(kind: str, params: Params, sizes: Sizes, repeats: int) -> di
         "fastest_same_result": fastest(same),
         "fastest_same_result_without_setup": fastest([n for n in same if n in NO_SETUP]),
         "paths": results,
+        "predict": predict,
+    }
+
+
+def bench_predict(
+    image: np.ndarray, checkpoint: Path, params: Params, tmp: Path, repeats: int
+) -> dict[str, Any]:
+    """Milliseconds of `deblur predict` on one PNG, the whole call: load the checkpoint,
+    read and decode the PNG, deblur, encode and write the result atomically."""
+    from deblur.data.images import write_png
+
+    source, out = tmp / "frame.png", tmp / "out"
+    write_png(source, image)
+
+    def predict() -> None:
+        infer.predict(
+            [source],
+            out,
+            spec=str(checkpoint),
+            tile=params.evaluate.tile,
+            overlap=params.evaluate.overlap,
+            device="cpu",
+            progress=False,
+        )
+
+    seconds = timed(predict, repeats)
+    return {
+        "ms": round(seconds * 1e3, 1),
+        "ms_per_mp": round(seconds * 1e3 / (image.shape[0] * image.shape[1] / 1e6), 2),
+        "note": "infer.predict on a PNG: load checkpoint, decode, deblur, encode, write",
     }
 
 
@@ -387,7 +440,7 @@ def measure(params: Params, repeats: int = 5, quick: bool = False) -> dict[str, 
     # Other processes skew every number here: record how busy the machine was.
     load = round(os.getloadavg()[0], 2)
     say("fp32 matrix-multiply peak")
-    peak = peak_gflops(sizes.matmul, repeats)
+    peak, peak_how = peak_gflops(sizes.matmul, repeats)
     inference = {kind: bench_inference(kind, params, sizes, repeats) for kind in KINDS}
     for r in inference.values():
         r["peak_fraction"] = round(r["gflops"] / peak, 3)
@@ -403,6 +456,7 @@ def measure(params: Params, repeats: int = 5, quick: bool = False) -> dict[str, 
             "cores": os.cpu_count(),
             "load_1min_before": load,
             "cpu": torch.backends.cpu.get_cpu_capability(),
+            "allocator": allocator.tune(),
         },
         "repeats": repeats,
         "quick": quick,
@@ -412,12 +466,21 @@ def measure(params: Params, repeats: int = 5, quick: bool = False) -> dict[str, 
         "dvc_noop_s": dvc_s,
         "dvc_note": dvc_note,
         "peak_gflops": round(peak, 2),
+        "peak_how": peak_how,
     }
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
     """One (section, model, path, value, unit) per measurement, for reports/bench.csv."""
-    out = [("machine", "", f"torch.mm fp32 {report['repeats']}x", report["peak_gflops"], "GFLOP/s")]
+    out = [
+        (
+            "machine",
+            "",
+            f"fp32 matmul peak ({report['peak_how']})",
+            report["peak_gflops"],
+            "GFLOP/s",
+        )
+    ]
     for kind, inf in report["inference"].items():
         out.append(("inference", kind, "", inf["macs_per_mp"], "MAC/MP"))
         for name, r in inf["paths"].items():
@@ -427,6 +490,10 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
                     ("inference", kind, name, r["gflops"], "GFLOP/s"),
                     ("inference", kind, name, r["max_abs_diff"], "max abs diff vs eager"),
                 ]
+        out += [
+            ("inference", kind, "predict", inf["predict"]["ms_per_mp"], "ms/MP"),
+            ("inference", kind, "predict", inf["predict"]["vs_forward"], "x forward"),
+        ]
     for kind, r in report["train"].items():
         out.append(("train", kind, "Trainer.step", r["samples_per_s"], "samples/s"))
     for name in ("processed", "png"):
@@ -450,8 +517,9 @@ def table(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
         f"torch {m['torch']}, {m['threads']} threads on {m['cores']} cores ({m['cpu']}, load "
-        f"{m['load_1min_before']}); "
-        f"fp32 matmul peak {report['peak_gflops']:.1f} GFLOP/s; median of {report['repeats']}",
+        f"{m['load_1min_before']}; allocator: {m['allocator']}); "
+        f"fp32 matmul peak {report['peak_gflops']:.1f} GFLOP/s ({report['peak_how']}); "
+        f"median of {report['repeats']}",
     ]
     for kind, inf in report["inference"].items():
         lines += [
@@ -472,11 +540,14 @@ def table(report: dict[str, Any]) -> str:
                 f"{r['gflops']:>9.1f}{r['gflops'] / report['peak_gflops']:>6.0%}"
                 f"{r['max_abs_diff']:>11.1e}{'yes' if r['same_result'] else 'no':>6}  {r['note']}"
             )
-        lines.append(
+        pr = inf["predict"]
+        lines += [
             f"  default = {inf['default_vs_eager']:.2f}x eager's time; fastest with eager's "
             f"result: {inf['fastest_same_result']}, without export or compile: "
-            f"{inf['fastest_same_result_without_setup']}"
-        )
+            f"{inf['fastest_same_result_without_setup']}",
+            f"  predict (PNG in, PNG out, checkpoint loaded): {pr['ms']:.0f} ms = "
+            f"{pr['vs_forward']:.2f}x its channels-last forward, {pr['vs_eager']:.2f}x eager's",
+        ]
     lines += ["", "train (Trainer.step on random tensors, no data loading)"]
     for kind, r in report["train"].items():
         lines.append(

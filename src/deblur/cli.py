@@ -255,6 +255,9 @@ def promote(
 
 def main() -> None:
     """Console entry point: user mistakes end in one line and a non-zero exit, never a traceback."""
+    from deblur import allocator
+
+    allocator.tune()  # every command allocates big tensors (or serves a model that does)
     try:
         app()  # standalone: typer itself reports usage errors (exit 2) and --help
     except DeblurError as exc:

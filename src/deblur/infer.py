@@ -253,6 +253,22 @@ def plan_outputs(inputs: list[Path], out_dir: Path) -> list[Path]:
     return outputs
 
 
+def _read(path: Path) -> tuple[np.ndarray | None, Exception | None]:
+    """(image, None), or (None, why) for a file that is not a readable image."""
+    from deblur.data.images import read_rgb
+
+    try:
+        return read_rgb(path), None
+    except (DeblurError, OSError, ValueError) as exc:  # the reader should say DataError
+        return None, exc
+
+
+def _write(path: Path, image: np.ndarray) -> None:
+    from deblur.data.images import write_png
+
+    write_png(path, to_uint8(image))
+
+
 def predict(
     inputs: list[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -260,15 +276,18 @@ def predict(
     tile: int = TILE,
     overlap: int = 32,
     device: str = "auto",
+    progress: bool = True,
 ) -> list[Path]:
     """Deblur files, folders and globs into ``out_dir`` as PNGs; skip (and report) bad files.
 
+    Decoding the next image and encoding the last result run on threads beside the model
+    (PIL lets go of the GIL), so on a folder the files cost little more than the model.
     Every readable image is written (atomically) even when some are not; the bad ones are
     named as they come and, at the end, a DeblurError carries their count.
     """
-    from tqdm import tqdm
+    from concurrent.futures import ThreadPoolExecutor
 
-    from deblur.data.images import read_rgb, write_png
+    from tqdm import tqdm
 
     if tile <= overlap:
         raise DeblurError(f"tile ({tile}) must be larger than overlap ({overlap})")
@@ -277,19 +296,27 @@ def predict(
     dev = resolve_device(device)
     model = load_model(spec, device=dev)
     written, skipped = [], []
-    bar = tqdm(list(zip(sources, targets, strict=True)), desc="deblur", unit="img")
-    for src, dst in bar:
-        try:
-            image = read_rgb(src)
-        except (DeblurError, OSError, ValueError) as exc:  # the reader should say DataError
-            skipped.append(src)
-            tqdm.write(f"skipped {src.name}: {exc}")
-            continue
-        start = time.perf_counter()
-        out = deblur_image(model, image, tile=tile, overlap=overlap, device=dev)
-        bar.set_postfix(ms=f"{(time.perf_counter() - start) * 1e3:.0f}")
-        write_png(dst, to_uint8(out))
-        written.append(dst)
+    bar = tqdm(targets, desc="deblur", unit="img", disable=not progress)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reading, writing = pool.submit(_read, sources[0]), None
+        for i, dst in enumerate(bar):
+            src = sources[i]
+            image, error = reading.result()
+            if i + 1 < len(sources):
+                reading = pool.submit(_read, sources[i + 1])
+            if error is not None:
+                skipped.append(src)
+                tqdm.write(f"skipped {src.name}: {error}")
+                continue
+            start = time.perf_counter()
+            out = deblur_image(model, image, tile=tile, overlap=overlap, device=dev)
+            bar.set_postfix(ms=f"{(time.perf_counter() - start) * 1e3:.0f}")
+            if writing is not None:
+                writing.result()  # one result waits at most: memory stays bounded
+            writing = pool.submit(_write, dst, out)
+            written.append(dst)
+        if writing is not None:
+            writing.result()
     if skipped:
         names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         raise DeblurError(

@@ -175,8 +175,9 @@ def _pyfunc_class():
         """
 
         def load_context(self, context):
-            from deblur import models
+            from deblur import allocator, models
 
+            allocator.tune()  # `mlflow models serve` runs this process, not deblur's CLI
             self.model = models.load(context.artifacts["checkpoint"])
 
         def predict(self, context, model_input, params=None):

@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
+from deblur.data.images import png_bytes
 from deblur.errors import DeblurError
 
 STATIC = Path(__file__).parent / "static"
@@ -134,14 +135,6 @@ def decode_upload(name: str, data: bytes) -> np.ndarray:
         except DeblurError as exc:  # its message names the temporary file: name the upload
             message = str(exc).replace(str(path), name).split("; ")[0]
             raise UploadError(422, f"{message}; the file looks damaged") from None
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    # zlib level 1: several times faster than PIL's default 6 on a large photo, for files
-    # a little larger; the result goes straight to a browser on this machine.
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def result_name(name: str) -> str:
