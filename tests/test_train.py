@@ -37,7 +37,9 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     assert list(curves["epoch"]) == [1, 2]
     assert {"train_loss", "val_psnr", "val_ssim", "samples_per_s", "lr"} <= set(curves.columns)
     payload = torch.load(paths.checkpoint("ae"), weights_only=True)
-    assert payload["kind"] == "ae" and payload["train"]["epoch"] == 2
+    assert payload["kind"] == "ae" and "train" not in payload  # inference reads weights only
+    state = torch.load(paths.train_state("ae"), weights_only=True)
+    assert state["train"]["epoch"] == 2 and state["step"] == payload["meta"]["steps"] == 6
     model = models.load(paths.checkpoint("ae"))
     assert not model.training
 
@@ -78,11 +80,11 @@ def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
 
     paths.checkpoint("gan").unlink()
     fit("gan", params, device="cpu", stop_after=1)
-    assert torch.load(paths.checkpoint("gan"), weights_only=True)["train"]["epoch"] == 1
+    assert torch.load(paths.train_state("gan"), weights_only=True)["train"]["epoch"] == 1
     fit("gan", params, device="cpu", resume=True)
     resumed = torch.load(paths.checkpoint("gan"), weights_only=True)
 
-    assert resumed["train"]["epoch"] == 3
+    assert torch.load(paths.train_state("gan"), weights_only=True)["train"]["epoch"] == 3
     for key, value in whole["model"].items():
         torch.testing.assert_close(resumed["model"][key], value, rtol=0, atol=1e-6)
 
@@ -102,7 +104,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained_project, smoke_pa
     with pytest.raises(DeblurError, match="NaN"):
         fit("ae", config.parse(smoke_params(epochs=3)), device="cpu")
     kept = torch.load(paths.checkpoint("ae"), weights_only=True)
-    assert kept["train"]["epoch"] == 1
+    assert kept["meta"]["epochs"] == 1
     assert all(torch.isfinite(t).all() for t in kept["model"].values())
 
 
@@ -177,3 +179,19 @@ def test_warmup_cosine_schedule_shape():
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.51, abs=0.01)  # half-way down the cosine
     assert f(110) == pytest.approx(0.02) and f(500) == pytest.approx(0.02)
+
+
+def test_resume_refuses_a_state_from_another_step(trained_project, smoke_params):
+    # A crash between writing the state and the weights leaves them a step apart.
+    from deblur.errors import DeblurError
+    from deblur.train import checkpoint, fit
+
+    params = config.parse(smoke_params(epochs=1))
+    fit("ae", params, device="cpu")
+    state = torch.load(paths.train_state("ae"), weights_only=True)
+    torch.save({**state, "step": state["step"] - 1}, paths.train_state("ae"))
+    with pytest.raises(DeblurError, match="another step"):
+        checkpoint.load_state("ae")
+    paths.train_state("ae").unlink()
+    with pytest.raises(DeblurError, match="train without --resume"):
+        checkpoint.load_state("ae")

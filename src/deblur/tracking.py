@@ -360,15 +360,10 @@ def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
 def register_trained(kind: str, checkpoint: str | os.PathLike):
     """Log + register the checkpoint from inside the training run; tag it with its digest.
 
-    The registry gets the weights without the optimizer state (a third of the size); the tag
-    ties the version to the exact models/<kind>.pt file that `deblur evaluate` scores.
+    The tag ties the version to the exact models/<kind>.pt file that `deblur evaluate`
+    scores (the training state beside it, paths.train_state, stays out of the registry).
     """
-    from deblur.train.checkpoint import save_slim
-
-    with tempfile.TemporaryDirectory() as tmp:
-        slim = Path(tmp) / f"{kind}.pt"
-        save_slim(slim, Path(checkpoint))
-        mv = log_model(kind, slim)
+    mv = log_model(kind, Path(checkpoint))
     client().set_model_version_tag(
         registered_name(kind), mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint)
     )

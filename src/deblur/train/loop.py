@@ -308,7 +308,6 @@ class Trainer:
             "steps": self.state.step,
         }
         checkpoint.save(
-            paths.checkpoint(self.kind),
             self.kind,
             _unwrap(self.model),
             self.arch,
@@ -359,7 +358,7 @@ def fit(
             tracking.setup()  # an unreachable server should fail now, not after the data loads
         trainer = Trainer(kind, params, world)
         if resume:
-            trainer.restore(checkpoint.load_state(paths.checkpoint(kind), kind))
+            trainer.restore(checkpoint.load_state(kind))
         if world.main:
             with tracking.stage_run(
                 f"train-{kind}", params, logged=logged_params(kind, params)
