@@ -56,6 +56,7 @@ def test_prints_every_section(quick):
         assert report["train"][kind]["samples_per_s"] > 0
         predict = inf["predict"]  # the whole call, PNG in and out, against the bare forward
         assert predict["ms"] > 0 and predict["vs_forward"] > 0 and predict["vs_eager"] > 0
+        assert predict["folder_images"] == 2 and predict["folder_vs_forward"] > 0
     assert report["inference"]["gan"]["source"] == "models/gan.pt"
     assert report["inference"]["ae"]["source"].startswith("untrained")
     data = report["data"]
@@ -96,7 +97,13 @@ def test_writes_one_csv_row_per_measurement(quick):
 def test_table_without_json(quick):
     _, report = quick
     text = bench.table(report)
-    for word in ("inference gan", "channels_last", "predict (PNG in", "samples/s", "dvc repro"):
+    for word in (
+        "inference gan",
+        "channels_last",
+        "predict, PNG in and out",
+        "samples/s",
+        "dvc repro",
+    ):
         assert word in text
 
 
