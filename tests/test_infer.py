@@ -193,3 +193,25 @@ def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
     assert not np.array_equal(want, read_rgb(src))  # the model changes the image
     np.testing.assert_array_equal(read_rgb(out), want)
     assert "deblur" not in capfd.readouterr().err  # progress=False: no bar
+
+
+def test_predict_compiled_writes_what_eager_writes(tmp_path):
+    # Two image sizes: the second one recompiles (or goes dynamic) and must still match.
+    from tiny_models import random_image, save_tiny
+
+    from deblur.data.images import read_rgb, write_png
+
+    save_tiny(ckpt := tmp_path / "gan.pt", "gan")
+    write_png(tmp_path / "in" / "a.png", random_image(40, 56))
+    write_png(tmp_path / "in" / "b.png", random_image(36, 64, seed=1))
+    run = dict(spec=str(ckpt), device="cpu", progress=False)
+    eager = infer.predict([tmp_path / "in"], tmp_path / "eager", **run)
+    compiled = infer.predict([tmp_path / "in"], tmp_path / "compiled", compile_model=True, **run)
+    for want, got in zip(eager, compiled, strict=True):
+        diff = np.abs(read_rgb(want).astype(int) - read_rgb(got).astype(int))
+        assert diff.max() <= 1  # float sums in another order: at most one rounding step
+
+
+def test_compile_refuses_an_onnx_model():
+    with pytest.raises(DeblurError, match="not to an ONNX model"):
+        infer._compile(object())
