@@ -142,8 +142,8 @@ def predict(
         bool,
         typer.Option(
             "--compile",
-            help="torch.compile the model first: seconds up front, then 20-40% faster per "
-            "image (deblur bench); pays off from about a hundred 720p frames.",
+            help="torch.compile the model first: 3-17 s up front, then ~5% faster per "
+            "image (deblur bench); pays off from a few hundred 720p frames.",
         ),
     ] = False,
 ) -> None:
