@@ -48,6 +48,9 @@ TILED = 512  # the old default tile side, measured to show what tiling costs
 # Paths with no one-off cost: candidates for deblur_image's default, since predicting a
 # single image must not pay for an export or a compilation (see infer._forward).
 NO_SETUP = ("default", "eager", "channels_last", "bf16")
+# Seconds of rest before each timed run: ONNX Runtime's threads spin-wait after a run and
+# slowed the PyTorch path timed right after it by ~15%; this lets them go back to sleep.
+SETTLE = 0.2
 
 
 class Sizes:
@@ -298,8 +301,11 @@ def bench_predict(
     runs: dict[str, list[float]] = {"forward": [], "one": [], "folder": []}
     predict(sources)  # warm-up
     for _ in range(repeats):
+        time.sleep(SETTLE)
         runs["forward"].append(timed(bare, 1, warmup=False))
+        time.sleep(SETTLE)
         runs["one"].append(timed(lambda: predict(sources[:1]), 1, warmup=False))
+        time.sleep(SETTLE)
         runs["folder"].append(timed(lambda: predict(sources), 1, warmup=False) / folder)
     fwd, one, each = (statistics.median(runs[k]) for k in ("forward", "one", "folder"))
     return {
@@ -355,6 +361,7 @@ def _measure(kind, candidates, megapixels, macs, repeats) -> dict[str, dict[str,
         times: dict[str, list[float]] = {name: [] for name in runnable}
         for _ in range(repeats):
             for name, forward in runnable.items():
+                time.sleep(SETTLE)
                 times[name].append(timed(forward, 1, warmup=False))
     for name, runs in times.items():
         seconds = statistics.median(runs)
