@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 
@@ -45,5 +46,8 @@ def test_tune_says_what_it_did_and_runs_once():
     from deblur import allocator
 
     first = allocator.tune()
-    assert first == allocator.tune()
-    assert first.startswith(("glibc", "untouched"))
+    assert first is allocator.tune()  # cached: mallopt runs once per process
+    if sys.platform.startswith("linux") and "glibc" in " ".join(platform.libc_ver()):
+        assert first.startswith("glibc mmap threshold 64 MiB")
+    else:
+        assert first.startswith("untouched")
