@@ -73,7 +73,7 @@ SMOKE = REPO / "pipeline" / "profiles" / "smoke.yaml"
 
 def _smoke_raw(**train_overrides) -> dict:
     """The smoke profile as a dict, trimmed to a few seconds of training per model."""
-    raw = yaml.safe_load(SMOKE.read_text())
+    raw = config.load_raw(SMOKE)
     for kind in ("gan", "ae"):
         raw["train"][kind].update(epochs=2, steps_per_epoch=3, batch_size=2, crop=32)
         raw["train"][kind].update(train_overrides)

@@ -17,7 +17,10 @@ import torch
 import yaml
 from tiny_models import save_tiny
 
-from deblur import bench, config, infer
+from deblur import config, infer
+from deblur.bench import inference as bench_inference
+from deblur.bench import output as bench_output
+from deblur.data.images import to_float
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = {"inference", "train", "data", "dvc_noop_s", "peak_gflops"}
@@ -78,7 +81,7 @@ def test_each_path_matches_eager_within_its_tolerance(quick):
         assert paths["compile"]["status"] == "skipped"  # --quick does not compile
         assert paths["onnx"]["status"] == "ok"  # deblur.export is there
         assert paths["bf16"]["status"] == (
-            "ok" if bench.bf16_unsupported() is None else "unsupported"
+            "ok" if bench_inference.bf16_unsupported() is None else "unsupported"
         )
 
 
@@ -96,7 +99,7 @@ def test_writes_one_csv_row_per_measurement(quick):
 
 def test_table_without_json(quick):
     _, report = quick
-    text = bench.table(report)
+    text = bench_output.table(report)
     for word in (
         "inference gan",
         "channels_last",
@@ -109,7 +112,7 @@ def test_table_without_json(quick):
 
 def test_bf16_is_checked_not_assumed():
     # Either this CPU does bfloat16 natively or the report says "unsupported".
-    why = bench.bf16_unsupported()
+    why = bench_inference.bf16_unsupported()
     assert why is None or why.startswith("unsupported")
 
 
@@ -117,11 +120,11 @@ def test_bf16_is_checked_not_assumed():
 def test_compiled_model_matches_eager(tmp_path):
     model = save_tiny(tmp_path / "gan.pt", "gan")
     x = torch.rand(1, 3, 40, 56).contiguous(memory_format=torch.channels_last)
-    compiled, seconds, why = bench._compiled(model, x)
+    compiled, seconds, why = bench_inference._compiled(model, x)
     if compiled is None:
         pytest.skip(why)
     with torch.inference_mode():
-        assert (compiled(x) - model(x)).abs().max() <= bench.FP32_TOL
+        assert (compiled(x) - model(x)).abs().max() <= bench_inference.FP32_TOL
 
 
 # ------------------------------------------------------------- the default inference path
@@ -131,13 +134,13 @@ def test_compiled_model_matches_eager(tmp_path):
 def test_default_path_gives_eager_result(tmp_path, kind):
     """deblur_image (channels-last input, one tile) = a plain NCHW forward of the model."""
     model = save_tiny(tmp_path / f"{kind}.pt", kind)
-    image = bench.sample_image(45, 70)
-    x = torch.from_numpy(infer.to_float(image).transpose(2, 0, 1).copy())[None]
+    image = bench_inference.sample_image(45, 70)
+    x = torch.from_numpy(to_float(image).transpose(2, 0, 1).copy())[None]
     with torch.inference_mode():
         want = model(x)[0].numpy().transpose(1, 2, 0)
     got = infer.deblur_image(model, image)
     assert got.shape == image.shape and got.dtype == np.float32 and got.flags.c_contiguous
-    np.testing.assert_allclose(got, want, atol=bench.FP32_TOL)
+    np.testing.assert_allclose(got, want, atol=bench_inference.FP32_TOL)
     assert next(model.parameters()).is_contiguous()  # the caller's model is left as it was
 
 
@@ -158,7 +161,7 @@ def test_default_path_feeds_plain_channels_last(tile):
     # A batch stride of 0 or 3 (a view's) also counts as channels-last, but was 1.3-1.6x
     # slower: the models must get exactly the strides that .contiguous() would give.
     spy = Strides()
-    infer.deblur_image(spy, bench.sample_image(70, 90), tile=tile, overlap=16)
+    infer.deblur_image(spy, bench_inference.sample_image(70, 90), tile=tile, overlap=16)
     assert spy.seen
     for (_, c, h, w), stride in spy.seen:
         assert stride == (c * h * w, 1, w * c, c)

@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import infer
+from deblur import predict as predicting
+from deblur import spec
 from deblur.data.images import write_png
 from deblur.errors import DeblurError
-from deblur.export import OnnxModel, export_onnx
+from deblur.export import export_onnx
+from deblur.spec import OnnxModel
 
 
 @pytest.mark.parametrize("kind", ["gan", "ae"])
@@ -45,8 +47,8 @@ def test_predict_with_onnx_gives_the_same_pngs(tmp_path):
     assert onnx_path == tmp_path / "gan.onnx"
     for name, size in [("photo.png", (70, 90)), ("sliver.png", (3, 2))]:
         write_png(tmp_path / "in" / name, random_image(*size))
-    for spec, out in [(ckpt, "pt"), (onnx_path, "onnx")]:
-        infer.predict([tmp_path / "in"], tmp_path / out, spec=str(spec), tile=64, overlap=16)
+    for model, out in [(ckpt, "pt"), (onnx_path, "onnx")]:
+        predicting.predict([tmp_path / "in"], tmp_path / out, spec=str(model), tile=64, overlap=16)
     for name in ["photo.png", "sliver.png"]:
         a = np.asarray(Image.open(tmp_path / "pt" / name), dtype=int)
         b = np.asarray(Image.open(tmp_path / "onnx" / name), dtype=int)
@@ -76,6 +78,6 @@ def test_bad_inputs_are_user_errors(tmp_path):
         export_onnx(str(onnx_path))
     (junk := tmp_path / "junk.onnx").write_bytes(b"not a protobuf")
     with pytest.raises(DeblurError, match="not a loadable ONNX model"):
-        infer.load_model(junk)
+        spec.load(junk)
     with pytest.raises(DeblurError, match="missing.onnx not found"):
-        infer.load_model(tmp_path / "missing.onnx")
+        spec.load(tmp_path / "missing.onnx")

@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from deblur import infer
+from deblur import infer, spec
+from deblur import predict as predicting
+from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
 
 
@@ -89,14 +91,14 @@ def save_tiny_gan(path) -> nn.Module:
 def test_resolve_model_forms(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DeblurError, match=r"models/gan\.pt not found.*deblur train gan"):
-        infer.resolve_model("gan")
+        spec.resolve("gan")
     save_tiny_gan(tmp_path / "models" / "gan.pt")
-    assert infer.resolve_model("gan").name == "gan.pt"
-    assert infer.resolve_model(str(tmp_path / "models" / "gan.pt")).is_file()
+    assert spec.resolve("gan").name == "gan.pt"
+    assert spec.resolve(str(tmp_path / "models" / "gan.pt")).is_file()
     with pytest.raises(DeblurError, match="checkpoint nope.pt not found"):
-        infer.resolve_model("nope.pt")
+        spec.resolve("nope.pt")
     with pytest.raises(DeblurError, match="unknown model 'vgg'.*models:/"):
-        infer.resolve_model("vgg")
+        spec.resolve("vgg")
 
     import deblur.tracking
 
@@ -104,7 +106,7 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
     monkeypatch.setattr(
         deblur.tracking, "download_checkpoint", lambda uri: seen.append(uri) or tmp_path
     )
-    assert infer.resolve_model("models:/deblur-gan@champion") == tmp_path
+    assert spec.resolve("models:/deblur-gan@champion") == tmp_path
     assert seen == ["models:/deblur-gan@champion"]
 
 
@@ -124,25 +126,25 @@ def test_predict_refuses_to_overwrite_inputs(tmp_path):
     write_images(tmp_path / "in", ["a.png"])
     before = (tmp_path / "in" / "a.png").read_bytes()
     with pytest.raises(DeblurError, match="would overwrite an input"):
-        infer.predict([tmp_path / "in"], tmp_path / "in", spec=str(ckpt), device="cpu")
+        predicting.predict([tmp_path / "in"], tmp_path / "in", spec=str(ckpt), device="cpu")
     assert (tmp_path / "in" / "a.png").read_bytes() == before
     write_images(tmp_path / "in", ["a.jpg"])
     with pytest.raises(DeblurError, match="would both be written"):
-        infer.predict([tmp_path / "in"], tmp_path / "out", spec=str(ckpt), device="cpu")
+        predicting.predict([tmp_path / "in"], tmp_path / "out", spec=str(ckpt), device="cpu")
 
 
 def test_predict_globs_and_missing_paths(tmp_path):
     save_tiny_gan(ckpt := tmp_path / "gan.pt")
     write_images(tmp_path / "in", ["a.png", "b.png"])
     (tmp_path / "in" / "notes.txt").write_text("not an image, not picked up by a folder")
-    written = infer.predict(
+    written = predicting.predict(
         [str(tmp_path / "in" / "*.png")], tmp_path / "out", spec=str(ckpt), device="cpu"
     )
     assert sorted(p.name for p in written) == ["a.png", "b.png"]
     with pytest.raises(DeblurError, match="no such file or folder"):
-        infer.predict([tmp_path / "nope.png"], tmp_path / "out", spec=str(ckpt))
+        predicting.predict([tmp_path / "nope.png"], tmp_path / "out", spec=str(ckpt))
     with pytest.raises(DeblurError, match="is a file"):
-        infer.predict([tmp_path / "in"], tmp_path / "in" / "notes.txt", spec=str(ckpt))
+        predicting.predict([tmp_path / "in"], tmp_path / "in" / "notes.txt", spec=str(ckpt))
 
 
 def test_predict_cli_skips_corrupt_file(tmp_path):
@@ -174,7 +176,7 @@ def test_predict_respects_exif_orientation(tmp_path):
     exif[0x0112] = 6  # Orientation: the camera was turned, display rotated by 90 degrees
     (tmp_path / "in").mkdir()
     Image.fromarray(image(20, 30)).save(tmp_path / "in" / "turned.jpg", exif=exif)
-    (out,) = infer.predict([tmp_path / "in"], tmp_path / "out", spec=str(ckpt), device="cpu")
+    (out,) = predicting.predict([tmp_path / "in"], tmp_path / "out", spec=str(ckpt), device="cpu")
     assert Image.open(out).size == (20, 30)  # (width, height): upright, as a viewer shows it
 
 
@@ -186,10 +188,10 @@ def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
 
     model = save_tiny(ckpt := tmp_path / "ae.pt", "ae")
     write_png(src := tmp_path / "in" / "frame.png", random_image(37, 53))
-    (out,) = infer.predict(
+    (out,) = predicting.predict(
         [src], tmp_path / "out", spec=str(ckpt), tile=32, overlap=8, device="cpu", progress=False
     )
-    want = infer.to_uint8(infer.deblur_image(model, read_rgb(src), tile=32, overlap=8))
+    want = to_uint8(infer.deblur_image(model, read_rgb(src), tile=32, overlap=8))
     assert not np.array_equal(want, read_rgb(src))  # the model changes the image
     np.testing.assert_array_equal(read_rgb(out), want)
     assert "deblur" not in capfd.readouterr().err  # progress=False: no bar
@@ -205,8 +207,10 @@ def test_predict_compiled_writes_what_eager_writes(tmp_path):
     write_png(tmp_path / "in" / "a.png", random_image(40, 56))
     write_png(tmp_path / "in" / "b.png", random_image(36, 64, seed=1))
     run = dict(spec=str(ckpt), device="cpu", progress=False)
-    eager = infer.predict([tmp_path / "in"], tmp_path / "eager", **run)
-    compiled = infer.predict([tmp_path / "in"], tmp_path / "compiled", compile_model=True, **run)
+    eager = predicting.predict([tmp_path / "in"], tmp_path / "eager", **run)
+    compiled = predicting.predict(
+        [tmp_path / "in"], tmp_path / "compiled", compile_model=True, **run
+    )
     for want, got in zip(eager, compiled, strict=True):
         diff = np.abs(read_rgb(want).astype(int) - read_rgb(got).astype(int))
         assert diff.max() <= 1  # float sums in another order: at most one rounding step
@@ -214,4 +218,4 @@ def test_predict_compiled_writes_what_eager_writes(tmp_path):
 
 def test_compile_refuses_an_onnx_model():
     with pytest.raises(DeblurError, match="not to an ONNX model"):
-        infer._compile(object())
+        predicting._compile(object())

@@ -16,7 +16,8 @@ from deblur.errors import ConfigError, DeblurError
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = ROOT / "pipeline" / "profiles"
-KINDS = ("gan", "ae")
+from deblur.kinds import KINDS  # noqa: E402
+
 # Small but complete: every block type is there (several levels, dilations, attention).
 TINY = {
     "gan": {"channels": 8, "max_channels": 16, "n_down": 2, "n_res": 2},
@@ -100,7 +101,7 @@ def test_discriminator_scores_patches():
 
 
 def test_build_rejects_unknown_kind_and_bad_config():
-    with pytest.raises(DeblurError, match="unknown model kind 'vae'"):
+    with pytest.raises(DeblurError, match="unknown model 'vae'"):
         models.build("vae", {})
     with pytest.raises(ConfigError, match="n_res"):
         models.build("gan", {"n_res": -1})

@@ -39,7 +39,13 @@ def scratch(tmp_path_factory) -> tuple[Path, dict]:
         if src.is_file() and not rel.startswith(("data/", "models/", "metrics/", "plots/")):
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    shutil.copy(ROOT / "pipeline" / "profiles" / "smoke.yaml", root / "params.yaml")
+    # The smoke profile applied over params.yaml, as a user would: `deblur profile smoke -o`.
+    subprocess.run(
+        [str(BIN / "deblur"), "profile", "smoke", "-o", str(root / "params.yaml")],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",

@@ -10,6 +10,7 @@ import pytest
 
 from deblur import tracking
 from deblur.errors import DeblurError
+from deblur.promote import promote
 
 
 @pytest.fixture
@@ -35,7 +36,7 @@ def champion(client) -> str:
 def test_first_version_becomes_champion(registry):
     client, add = registry
     v1 = add(25.0)
-    promoted, account = tracking.promote("gan")
+    promoted, account = promote("gan")
     assert promoted and champion(client) == v1
     assert "no current champion" in account
 
@@ -43,18 +44,18 @@ def test_first_version_becomes_champion(registry):
 def test_better_version_takes_over(registry):
     client, add = registry
     add(25.0)
-    tracking.promote("gan")
+    promote("gan")
     v2 = add(25.5)
-    promoted, _ = tracking.promote("gan")
+    promoted, _ = promote("gan")
     assert promoted and champion(client) == v2
 
 
 def test_worse_version_becomes_challenger(registry):
     client, add = registry
     v1 = add(25.0)
-    tracking.promote("gan")
+    promote("gan")
     v2 = add(24.0)
-    promoted, account = tracking.promote("gan")
+    promoted, account = promote("gan")
     assert not promoted and champion(client) == v1
     assert client.get_model_version_by_alias("deblur-gan", "challenger").version == v2
     assert "challenger" in account
@@ -63,19 +64,19 @@ def test_worse_version_becomes_challenger(registry):
 def test_tie_is_broken_by_ssim_and_a_full_tie_keeps_the_champion(registry):
     client, add = registry
     add(25.0, 0.80)
-    tracking.promote("gan")
+    promote("gan")
     v2 = add(25.0, 0.81)
-    assert tracking.promote("gan")[0] and champion(client) == v2
+    assert promote("gan")[0] and champion(client) == v2
     add(25.0, 0.81)
-    assert not tracking.promote("gan")[0] and champion(client) == v2
+    assert not promote("gan")[0] and champion(client) == v2
 
 
 def test_dry_run_changes_nothing(registry):
     client, add = registry
     v1 = add(25.0)
-    tracking.promote("gan")
+    promote("gan")
     add(26.0)
-    promoted, account = tracking.promote("gan", dry_run=True)
+    promoted, account = promote("gan", dry_run=True)
     assert promoted and "would move" in account
     assert champion(client) == v1
 
@@ -84,7 +85,7 @@ def test_unscored_version_is_refused(registry):
     _, add = registry
     add(None)
     with pytest.raises(DeblurError, match="deblur evaluate"):
-        tracking.promote("gan")
+        promote("gan")
 
 
 def test_cli_exit_codes(registry, tmp_path):

@@ -21,6 +21,7 @@ from PIL import Image
 from tiny_models import random_image, save_tiny
 
 from deblur import infer
+from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
 from deblur.serve import app as serve_app
 
@@ -85,7 +86,7 @@ def test_upload_returns_the_deblurred_png(url, project, kind):
     assert 'filename="my_photo-deblurred.png"' in res.headers["content-disposition"]
     assert res.headers["x-deblur-model"] == f"models/{kind}.pt (pipeline checkpoint)"
     got = np.asarray(Image.open(io.BytesIO(res.content)))
-    want = infer.to_uint8(infer.deblur_image(project[kind], image, tile=64, overlap=16))
+    want = to_uint8(infer.deblur_image(project[kind], image, tile=64, overlap=16))
     np.testing.assert_array_equal(got, want)  # the one inference path, bit for bit
 
 

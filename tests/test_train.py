@@ -27,7 +27,7 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     from mlflow import MlflowClient
 
     from deblur import tracking
-    from deblur.train import fit
+    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params())
     summary = fit("ae", params, device="cpu")
@@ -60,7 +60,7 @@ def test_registered_model_accepts_any_size(trained_project, smoke_params):
     import mlflow
 
     from deblur import tracking
-    from deblur.train import fit
+    from deblur.train.stage import run as fit
 
     fit("ae", config.parse(smoke_params(epochs=1)), device="cpu")
     tracking.setup()
@@ -72,7 +72,7 @@ def test_registered_model_accepts_any_size(trained_project, smoke_params):
 
 
 def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
-    from deblur.train import fit
+    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=3))
     fit("gan", params, device="cpu")
@@ -90,7 +90,8 @@ def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained_project, smoke_params, monkeypatch):
-    from deblur.train import fit, losses
+    from deblur.train import losses
+    from deblur.train.stage import run as fit
 
     calls = {"n": 0}
     real_forward = losses.Content.forward
@@ -110,7 +111,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained_project, smoke_pa
 
 @pytest.mark.parametrize("adversarial", ["bce", "lsgan", "wgan-gp"])
 def test_gan_trains_with_each_adversarial_loss(trained_project, smoke_params, adversarial):
-    from deblur.train import fit
+    from deblur.train.stage import run as fit
 
     raw = smoke_params(epochs=1)
     raw["train"]["gan"]["adversarial"] = adversarial

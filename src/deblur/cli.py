@@ -1,7 +1,8 @@
 """The `deblur` command line: one thin command per pipeline stage, nothing else.
 
 Each command parses its options, loads params, and calls one function of the package.
-Imports are local so `deblur --help` answers without importing torch.
+Imports are local (inside each command) so `deblur --help` answers without importing torch:
+that, not an import cycle, is why they are there.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def preprocess(params: ParamsOpt = None) -> None:
 
 def _train(kind: str, params: Path | None, device: str, resume: bool) -> None:
     p = _params(params)
-    from deblur.train import run
+    from deblur.train.stage import run
 
     run(kind, p, device=device, resume=resume)
 
@@ -101,7 +102,7 @@ def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
     marked as reported) and metrics/eval.json, and logs them to MLflow.
     """
     p = _params(params)
-    from deblur.evaluate import run
+    from deblur.evaluate.protocol import run
 
     run(p, device=device)
 
@@ -110,7 +111,7 @@ def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
 def report(params: ParamsOpt = None) -> None:
     """Render reports/report.md and a self-contained reports/report.html with their figures."""
     p = _params(params)
-    from deblur.report import run
+    from deblur.report.render import run
 
     run(p)
 
@@ -152,13 +153,31 @@ def predict(
 
     # Outside a project (no ./params.yaml) the defaults apply: predict only needs a model.
     p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
-    from deblur.infer import default_spec
-    from deblur.infer import predict as run
+    from deblur import spec
+    from deblur.predict import predict as run
 
     ev = p.evaluate
-    model = model or default_spec("gan")
+    model = model or spec.default("gan")
     overlap = ev.overlap if overlap is None else overlap
     run(inputs, out, model, tile or ev.tile, overlap, device, compile_model=compile_model)
+
+
+@app.command()
+def profile(
+    name: Annotated[str, typer.Argument(help="A file of pipeline/profiles/, without .yaml.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write here (params.yaml to apply it).")
+    ] = None,
+) -> None:
+    """Print a profile applied over params.yaml, or write it with -o (then `dvc repro`)."""
+    from deblur import config, fsutil
+
+    text = config.render_profile(name)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        fsutil.write_text(out, text)
+        typer.echo(f"wrote {out} (profile {name} over params.yaml)")
 
 
 @app.command()
@@ -255,9 +274,9 @@ def promote(
     was (or, with --dry-run, would be) promoted; 3: the champion stays and the newest
     version is marked `challenger`; 1: nothing to compare.
     """
-    from deblur import tracking
+    from deblur.promote import promote as run
 
-    promoted, account = tracking.promote(kind, dry_run=dry_run)
+    promoted, account = run(kind, dry_run=dry_run)
     typer.echo(account)
     raise typer.Exit(0 if promoted else NOT_PROMOTED)
 

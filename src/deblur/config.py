@@ -219,6 +219,26 @@ class EvaluateConfig(Strict):
     samples: int = Field(4, ge=1, le=16, description="triptychs drawn in the report")
 
 
+# --------------------------------------------------------------------------- serving
+
+
+class ServeConfig(Strict):
+    """`deblur serve`: how much work the demo server admits (docs/architecture.md)."""
+
+    max_waiting: int = Field(8, ge=0, le=1000, description="requests queued behind the running one")
+    timeout_s: float = Field(120.0, gt=0.0, description="longest wait in the queue before refusal")
+
+
+# --------------------------------------------------------------------------- verification
+
+
+class VerifyConfig(Strict):
+    """`deblur verify`: how far a reproduced figure may move from the committed one."""
+
+    psnr_tolerance: float = Field(0.2, ge=0.0, description="dB, what two CPUs may differ by")
+    ssim_tolerance: float = Field(0.005, ge=0.0)
+
+
 class Params(Strict):
     seed: int = Field(0, ge=0)
     data: DataConfig = DataConfig()
@@ -226,6 +246,8 @@ class Params(Strict):
     preprocess: PreprocessConfig = PreprocessConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig = ServeConfig()
+    verify: VerifyConfig = VerifyConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -234,6 +256,18 @@ class Params(Strict):
         dump = self.model_dump(mode="json", by_alias=True)
         blob = json.dumps({k: dump[k] for k in keys} if keys else dump, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'gan': {'lr': 1}}} -> {'train.gan.lr': 1}: params as DVC and MLflow name them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def _describe(error: dict[str, Any], source: str) -> str:
@@ -256,19 +290,64 @@ def parse(raw: dict[str, Any], source: str = "params") -> Params:
         raise ConfigError(_describe(exc.errors()[0], source)) from None
 
 
-def load(path: str | Path | None = None) -> Params:
-    """Read and validate params.yaml (or ``path``)."""
-    path = Path(path) if path else DEFAULT_PARAMS
+PROFILES = Path("pipeline") / "profiles"
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys put in, section by section (a list replaces a list)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_raw(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A params file as a plain mapping; a profile's ``extends: FILE`` (relative to the
+    profile) is read first and the profile's keys put over it."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(
             f"params file {path} not found; run from the project root or pass --params"
         )
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: extends itself (through {_seen[-1]}); fix its extends")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    if raw is not None and not isinstance(raw, dict):
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    return parse(raw, str(path))
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return merge(load_raw(path.parent / str(base), (*_seen, path.resolve())), raw)
+
+
+def profile_path(name: str) -> Path:
+    path = PROFILES / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES.glob("*.yaml"))) or "none"
+        raise ConfigError(f"no profile '{name}' in {PROFILES} (there are: {known})")
+    return path
+
+
+def render_profile(name: str) -> str:
+    """Profile ``name`` over params.yaml as a whole params file, validated first."""
+    path = profile_path(name)
+    raw = load_raw(path)
+    parse(raw, str(path))
+    header = f"# params.yaml with {path} applied (deblur profile {name})\n"
+    return header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+
+
+def load(path: str | Path | None = None) -> Params:
+    """Read and validate params.yaml (or ``path``, a profile included)."""
+    path = Path(path) if path else DEFAULT_PARAMS
+    return parse(load_raw(path), str(path))

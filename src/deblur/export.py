@@ -6,8 +6,8 @@ input size, so its graph rejects every size of the other kind; tracing records t
 amounts as shape arithmetic instead, which ONNX keeps dynamic. The trace follows the pad
 branch only if the example needs padding, so the example is never a multiple.
 
-``OnnxModel`` wraps a session as a torch module, so ``deblur.infer.deblur_image`` (the one
-inference path) tiles and blends ONNX Runtime's output exactly as it does PyTorch's.
+Running the file is deblur.spec's (``OnnxModel``), so every command that takes ``--model``
+takes an export, and tiles and blends ONNX Runtime's output exactly as PyTorch's.
 """
 
 from __future__ import annotations
@@ -21,10 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from deblur import kinds, models, spec
 from deblur.errors import DeblurError
+from deblur.fsutil import atomic_path
+from deblur.spec import ONNX_INPUT as INPUT
+from deblur.spec import ONNX_OUTPUT as OUTPUT
 
 OPSET = 17
-INPUT, OUTPUT = "blurry", "sharp"
 TOLERANCE = 1e-4  # float32 kernels differ in summation order, not in substance
 AXES = {0: "batch", 2: "height", 3: "width"}
 
@@ -77,7 +80,7 @@ def _annotate(path: Path, metadata: dict[str, str]) -> None:
 
 def compare(model: nn.Module, path: Path, multiple: int) -> list[tuple[tuple[int, ...], float]]:
     """Max |PyTorch - ONNX Runtime| on two sizes neither traced nor a multiple, raw session."""
-    session = _session(path)
+    session = spec.onnx_session(path)
     diffs = []
     for batch, k, seed in ((1, 3, 1), (2, multiple + 1, 2)):
         x = _example(multiple, batch, k, seed)
@@ -90,22 +93,19 @@ def compare(model: nn.Module, path: Path, multiple: int) -> list[tuple[tuple[int
     return diffs
 
 
-def export_onnx(spec: str, out: str | os.PathLike | None = None) -> tuple[Path, list]:
-    """Export model ``spec`` (as `deblur predict --model` takes it) to ONNX, checked.
+def export_onnx(model_spec: str, out: str | os.PathLike | None = None) -> tuple[Path, list]:
+    """Export ``model_spec`` (as `deblur predict --model` takes it) to ONNX, checked.
 
     The file is written only if ONNX Runtime reproduces PyTorch on two fresh sizes.
     Returns the path and the (shape, max abs difference) of each check.
     """
-    from deblur import infer, models
-    from deblur.fsutil import atomic_path
-
-    checkpoint = infer.resolve_model(spec)
+    checkpoint = spec.resolve(model_spec)
     if checkpoint.suffix == ".onnx":
         raise DeblurError(f"{checkpoint} is already ONNX; pass a .pt checkpoint or gan/ae")
     payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model = models.load(checkpoint)
     multiple = int(model.multiple)
-    out = Path(out) if out else default_output(spec, checkpoint, payload["kind"])
+    out = Path(out) if out else default_output(model_spec, checkpoint, payload["kind"])
     with atomic_path(out) as tmp:
         _trace(model, _example(multiple, 1, 0, 0), tmp)
         _annotate(tmp, _metadata(payload, multiple))
@@ -119,54 +119,8 @@ def export_onnx(spec: str, out: str | os.PathLike | None = None) -> tuple[Path, 
     return out, diffs
 
 
-def default_output(spec: str, checkpoint: Path, kind: str) -> Path:
+def default_output(model_spec: str, checkpoint: Path, kind: str) -> Path:
     """Next to a local checkpoint; a registry model lands in ./<registered name>.onnx."""
-    if str(spec).startswith(("models:/", "runs:/")):
-        from deblur.tracking import REGISTERED
-
-        return Path(f"{REGISTERED[kind]}.onnx")
+    if spec.is_registry(model_spec):
+        return Path(f"{kinds.registered_name(kind)}.onnx")
     return checkpoint.with_suffix(".onnx")
-
-
-# --------------------------------------------------------------------------- running
-
-
-def _session(path: Path):
-    import onnxruntime as ort
-
-    try:
-        # CPU explicitly: the GPU build lists CUDA first and fails if its libraries are off.
-        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types for every kind of bad file
-        reason = str(exc).splitlines()[0][:160]
-        raise DeblurError(
-            f"{path} is not a loadable ONNX model ({reason}); export it with `deblur export`"
-        ) from None
-
-
-class OnnxModel(nn.Module):
-    """An ONNX Runtime session that quacks like a deblur model: NCHW float tensor in, out.
-
-    The input is padded to the model's multiple here, with the very function the PyTorch
-    model uses: in the graph the pad is a reflection, which a side smaller than the pad
-    (a tiny image) cannot take, and PyTorch switches to edge padding for those. Padding
-    first gives the same pixels, since the model crops back to the input size either way.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        super().__init__()
-        self.path = Path(path)
-        self.session = _session(self.path)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "deblur.multiple" not in meta:
-            raise DeblurError(f"{self.path} was not exported by `deblur export`; re-export it")
-        self.kind = meta["deblur.kind"]
-        self.multiple = int(meta["deblur.multiple"])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from deblur.models.blocks import pad_to_multiple
-
-        h, w = x.shape[-2:]
-        padded = pad_to_multiple(x.detach().float().cpu(), self.multiple)
-        out = self.session.run(None, {INPUT: np.ascontiguousarray(padded.numpy())})[0]
-        return torch.from_numpy(out[..., :h, :w]).to(x.device)

@@ -1,4 +1,8 @@
-"""The paths of the DAG, as fixed by DESIGN.md; relative to the project root (DVC's cwd)."""
+"""Every file the pipeline's stages write, named once; relative to the project root (DVC's cwd).
+
+dvc.yaml declares the same paths as outs, metrics and plots; tests/test_dag.py checks that
+the two agree, so a path is renamed here and in dvc.yaml, nowhere else.
+"""
 
 from pathlib import Path
 
@@ -12,6 +16,15 @@ PLOTS = Path("plots")
 REPORTS = Path("reports")
 FIGURES = REPORTS / "figures"
 EXPECTATIONS = Path("pipeline") / "expectations"
+TEMPLATES = Path("pipeline") / "templates"
+
+DATA_JSON = METRICS / "data.json"  # validate: counts, sizes, blur statistics
+EVAL_JSON = METRICS / "eval.json"  # evaluate: test scores per model
+RESULTS_CSV = REPORTS / "results.csv"  # evaluate: the results table
+PER_IMAGE_CSV = REPORTS / "per_image.csv"  # evaluate: every test image's scores
+REPORT_MD = REPORTS / "report.md"
+REPORT_HTML = REPORTS / "report.html"
+BENCH_CSV = REPORTS / "bench.csv"  # `deblur bench`, not a stage
 
 
 def raw_dir(name: str) -> Path:
@@ -29,3 +42,13 @@ def train_state(kind: str) -> Path:
     alone: the optimizer state made models/*.pt 3x larger and its loading 5x slower.
     """
     return MODELS / f"{kind}.train.pt"
+
+
+def train_metrics(kind: str) -> Path:
+    """train-<kind>: the final training figures (a DVC metric)."""
+    return METRICS / f"train_{kind}.json"
+
+
+def train_plot(kind: str) -> Path:
+    """train-<kind>: one row per epoch (a DVC plot)."""
+    return PLOTS / f"train_{kind}.csv"

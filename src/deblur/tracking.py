@@ -1,8 +1,9 @@
 """Everything that talks to MLflow: the store, runs, the registered models and their aliases.
 
-Nothing else in the package imports mlflow, so the rules of DESIGN.md's MLflow part live
-here once: where runs land (also from `dvc exp run --temp/--queue`), how a run is tagged,
-how a model is registered so it accepts any image size, and how `champion` moves.
+Nothing else in the package imports mlflow (but pyfunc.py, the logged model itself), so the
+rules of docs/architecture.md's MLflow part live here once: where runs land (also from
+`dvc exp run --temp/--queue`), how a run is tagged, how a model is registered so it accepts
+any image size, and which version holds an alias (deblur.promote decides who gets one).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from deblur import fsutil
+from deblur.config import flatten
 from deblur.errors import DeblurError
+from deblur.kinds import registered_name
 
 EXPERIMENT = "deblur"
-REGISTERED = {"gan": "deblur-gan", "ae": "deblur-ae"}
 CHAMPION, CHALLENGER = "champion", "challenger"
 # DVC runs `--temp` and `--queue` experiments in a copy under <workspace>/.dvc/tmp/exps/.
 _EXP_COPY_MARKER = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
@@ -100,18 +102,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'gan': {'lr': 1}}} -> {'train.gan.lr': 1}, the form MLflow params take."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 @contextmanager
 def stage_run(
     stage: str, params, sections: tuple[str, ...] = (), logged: dict | None = None
@@ -165,33 +155,6 @@ def log_artifacts(paths: list[str | os.PathLike], artifact_path: str | None = No
 # --------------------------------------------------------------------------- the model flavour
 
 
-def _pyfunc_class():
-    import mlflow.pyfunc
-
-    class DeblurModel(mlflow.pyfunc.PythonModel):
-        """A deblur checkpoint as an MLflow model: float32 (N, 3, H, W) in [0, 1], any H, W.
-
-        Inference goes through deblur.infer, the one path `deblur predict` uses too.
-        """
-
-        def load_context(self, context):
-            from deblur import allocator, models
-
-            allocator.tune()  # `mlflow models serve` runs this process, not deblur's CLI
-            self.model = models.load(context.artifacts["checkpoint"])
-
-        def predict(self, context, model_input, params=None):
-            from deblur.infer import deblur_image
-
-            batch = np.asarray(model_input, dtype=np.float32)
-            if batch.ndim == 3:
-                batch = batch[None]
-            out = [deblur_image(self.model, img.transpose(1, 2, 0)) for img in batch]
-            return np.stack([o.transpose(2, 0, 1) for o in out]).astype(np.float32)
-
-    return DeblurModel
-
-
 def model_signature():
     """Height and width free: a signature inferred from an example would pin them."""
     from mlflow.models import ModelSignature
@@ -216,27 +179,22 @@ def log_model(kind: str, checkpoint: str | os.PathLike):
 
     import deblur
 
+    package = Path(deblur.__file__).parent
     example = np.random.default_rng(0).random((1, 3, 24, 32), dtype=np.float32)
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=_pyfunc_class()(),
+        python_model=str(package / "pyfunc.py"),  # models-from-code: nothing pickled
         artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(Path(deblur.__file__).parent)],
+        code_paths=[str(package)],
         signature=model_signature(),
         input_example=example,
         pip_requirements=_requirements(),
-        registered_model_name=REGISTERED[kind],
+        registered_model_name=registered_name(kind),
     )
-    return client().get_model_version(REGISTERED[kind], info.registered_model_version)
+    return client().get_model_version(registered_name(kind), info.registered_model_version)
 
 
 # --------------------------------------------------------------------------- registry
-
-
-def registered_name(kind: str) -> str:
-    if kind not in REGISTERED:
-        raise DeblurError(f"unknown model '{kind}'; use one of: {', '.join(REGISTERED)}")
-    return REGISTERED[kind]
 
 
 def download_checkpoint(uri: str) -> Path:
@@ -302,56 +260,8 @@ def champion(kind: str):
     return alias_holder(kind, CHAMPION) if store_exists() else None
 
 
-def scores(mv) -> tuple[float, float] | None:
-    """(test PSNR, test SSIM) that `deblur evaluate` tagged on a version, if any."""
-    if mv is None or "test_psnr" not in mv.tags:
-        return None
-    return float(mv.tags["test_psnr"]), float(mv.tags.get("test_ssim", "nan"))
-
-
-def beats(new: tuple[float, float], old: tuple[float, float]) -> bool:
-    """PSNR decides; SSIM breaks an exact PSNR tie; a full tie keeps the champion."""
-    return new[0] > old[0] or (new[0] == old[0] and new[1] > old[1])
-
-
-def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
-    """Give `champion` to the newest version if it beats the holder (else mark it challenger).
-
-    Returns (promoted, a human-readable account of the comparison).
-    """
-    name = registered_name(kind)
-    newest = next(iter(versions(kind)), None)
-    if newest is None:
-        raise DeblurError(f"{name} has no registered version; run `deblur train {kind}` first")
-    new = scores(newest)
-    if new is None:
-        raise DeblurError(
-            f"{name} v{newest.version} has no test scores; run `deblur evaluate` first"
-        )
-    holder = alias_holder(kind, CHAMPION)
-    old = scores(holder)
-    line = f"{name} v{newest.version}: PSNR {new[0]:.3f} dB, SSIM {new[1]:.4f}"
-    if holder is not None and holder.version == newest.version:
-        return False, f"{line} already holds @{CHAMPION}; nothing to do"
-    if holder is None or old is None or beats(new, old):
-        against = (
-            "no current champion"
-            if holder is None
-            else f"champion v{holder.version}: PSNR {old[0]:.3f} dB, SSIM {old[1]:.4f}"
-            if old
-            else f"champion v{holder.version} has no scores"
-        )
-        if not dry_run:
-            client().set_registered_model_alias(name, CHAMPION, newest.version)
-        verb = "would move" if dry_run else "moved"
-        return True, f"{line} vs {against}: {verb} @{CHAMPION} to v{newest.version}"
-    if not dry_run:
-        client().set_registered_model_alias(name, CHALLENGER, newest.version)
-    verb = "would stay" if dry_run else "stays"
-    return False, (
-        f"{line} vs champion v{holder.version}: PSNR {old[0]:.3f} dB, SSIM {old[1]:.4f}: "
-        f"@{CHAMPION} {verb} on v{holder.version}, v{newest.version} is @{CHALLENGER}"
-    )
+def set_alias(kind: str, alias: str, version: str | int) -> None:
+    client().set_registered_model_alias(registered_name(kind), alias, str(version))
 
 
 # --------------------------------------------------------------------------- stage hooks
@@ -370,8 +280,11 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
     return mv
 
 
-def log_evaluation(params, results, per_image, metrics: dict[str, Any]) -> str:
-    """The `evaluate` run: scores, both tables, and test scores tagged on registered versions."""
+def log_evaluation(
+    params, results, per_image, metrics: dict[str, Any], version_tags: dict[str, dict]
+) -> str:
+    """The `evaluate` run: scores, both tables, and ``version_tags[kind]`` (the test scores)
+    tagged on the registered version built from each scored models/<kind>.pt."""
     import mlflow
 
     from deblur import paths
@@ -382,21 +295,11 @@ def log_evaluation(params, results, per_image, metrics: dict[str, Any]) -> str:
         )
         mlflow.log_table(data=results, artifact_file="results.json")
         mlflow.log_table(data=per_image, artifact_file="per_image.json")
-        for kind in REGISTERED:
+        for kind, tags in version_tags.items():
             ckpt = paths.checkpoint(kind)
-            scored = metrics.get(kind)
-            if not ckpt.exists() or not scored:
-                continue
-            mv = version_of_checkpoint(kind, ckpt)
+            mv = version_of_checkpoint(kind, ckpt) if ckpt.exists() else None
             if mv is not None:
-                tag_version(
-                    kind,
-                    mv.version,
-                    {
-                        "test_psnr": scored["psnr"],
-                        "test_ssim": scored["ssim"],
-                    },
-                )
+                tag_version(kind, mv.version, tags)
                 client().set_model_version_tag(
                     registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
                 )

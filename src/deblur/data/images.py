@@ -58,6 +58,28 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 or float HxWx3 -> float32 in [0, 1]."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise DataError(f"expected an RGB image of shape HxWx3, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8, rounded: what a PNG stores."""
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def resize_square(image: np.ndarray, side: int) -> np.ndarray:
+    """The seed's protocol: a uint8 image squashed to side x side, bicubic (anti-aliased
+    when shrinking). preprocess trains on it and evaluate scores on it: one resampler."""
+    square = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
+    return np.asarray(square, dtype=np.uint8)
+
+
 def channels_of(path: str | os.PathLike) -> int:
     """How many channels the file itself stores (1 gray, 3 RGB, 4 RGBA...), before read_rgb."""
     with Image.open(path) as img:
@@ -68,8 +90,8 @@ def png_bytes(image: np.ndarray) -> bytes:
     """A uint8 HxW or HxWx3 array as PNG file contents.
 
     zlib's run-length strategy (Z_RLE) after PNG's row filters: as small as PIL's default
-    (level 6, default strategy) on photos and noise, and 2-5x faster to write (1280x720:
-    70 ms instead of 190-390 ms here), so writing results no longer rivals the model's time.
+    (level 6, default strategy) on photos and noise, and several times faster to write
+    (README, "Speed"), so writing results does not rival the model's time.
     """
     image = np.asarray(image)
     if image.dtype != np.uint8:

@@ -17,6 +17,7 @@ import pandas as pd
 from deblur.data.images import channels_of, read_rgb
 from deblur.data.parallel import imap
 from deblur.errors import DataError
+from deblur.metrics import psnr
 
 SPLITS = ("train", "test")
 SIDES = ("blur", "sharp")
@@ -131,14 +132,6 @@ def lapvar(image: np.ndarray) -> float:
     from skimage.filters import laplace
 
     return float(laplace(rgb2gray(image), ksize=3).var())
-
-
-def psnr(blur: np.ndarray, sharp: np.ndarray) -> float:
-    """PSNR of a uint8 blurry input against its sharp twin, in dB (inf when identical)."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    with np.errstate(divide="ignore"):  # identical images: inf, not a warning
-        return float(peak_signal_noise_ratio(sharp, blur, data_range=255))
 
 
 def read(path: Path) -> pd.DataFrame:

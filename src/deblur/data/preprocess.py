@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from deblur import paths
 from deblur.config import Params
 from deblur.data import manifest
-from deblur.data.images import read_rgb
+from deblur.data.images import read_rgb, resize_square
 from deblur.data.parallel import imap
 from deblur.errors import DataError
 from deblur.fsutil import atomic_dir, write_json
@@ -114,13 +113,10 @@ def _decode(job) -> list[tuple[np.ndarray, np.ndarray]]:
                 f"{path} is {image.shape[1]}x{image.shape[0]}, not the {width}x{height} of "
                 "data/manifest.csv; the data changed since validation: run `deblur validate`"
             )
-    return [(blur, sharp) if s is None else (resize(blur, s), resize(sharp, s)) for s in sizes]
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """The seed's protocol: a size x size square, bicubic (antialiased when shrinking)."""
-    square = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC)
-    return np.asarray(square, dtype=np.uint8)
+    return [
+        (blur, sharp) if s is None else (resize_square(blur, s), resize_square(sharp, s))
+        for s in sizes
+    ]
 
 
 class _Writer:

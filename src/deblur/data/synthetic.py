@@ -21,9 +21,9 @@ from scipy import ndimage
 
 from deblur.config import SyntheticConfig
 from deblur.data.images import read_rgb, write_png
-from deblur.data.manifest import psnr
 from deblur.data.parallel import imap
 from deblur.errors import DataError
+from deblur.metrics import psnr
 
 # Photographs shipped inside the scikit-image wheel (never fetched: nothing here calls
 # skimage.data.<name>(), which may download through pooch). clock_motion.png is left out on

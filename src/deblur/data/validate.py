@@ -42,7 +42,7 @@ def run(params: Params) -> None:
     with atomic_path(paths.MANIFEST) as tmp:
         table.to_csv(tmp, index=False)
     stats = metrics(table)
-    write_json(paths.METRICS / "data.json", stats)
+    write_json(paths.DATA_JSON, stats)
     print(f"{paths.MANIFEST}: {len(table)} pairs pass; {_brief(stats)}")
 
 

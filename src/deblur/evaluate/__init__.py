@@ -1,5 +1,4 @@
-"""Metrics, the classical baseline and the tables of `deblur evaluate` (DESIGN.md protocol)."""
+"""`deblur evaluate` (protocol.py): the classical baseline and the tables it writes.
 
-from deblur.evaluate.protocol import evaluate, run
-
-__all__ = ["evaluate", "run"]
+The protocol is described in docs/architecture.md ("Evaluation protocol").
+"""

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from skimage import filters, restoration
 
-from deblur.evaluate.metrics import psnr
-from deblur.infer import to_float
+from deblur.data.images import to_float
+from deblur.metrics import psnr
 
 TUNE_PAIRS = 6  # train pairs scored per knob setting
 TUNE_SIDE = 256  # tuned on central crops: the blur statistics are local, the search is cheaper

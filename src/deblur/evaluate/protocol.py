@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deblur import fsutil, paths
+from deblur import device as devices
+from deblur import fsutil, paths, spec
+from deblur.data.images import resize_square, to_uint8
 from deblur.evaluate import baselines, tables
-from deblur.evaluate.metrics import resize_square, score
-from deblur.infer import deblur_image, load_model, resolve_device, to_uint8
+from deblur.infer import deblur_image
+from deblur.kinds import KINDS
+from deblur.metrics import METRICS, score
 
-KINDS = ("gan", "ae")
 Method = Callable[[np.ndarray], np.ndarray]
 
 
@@ -76,14 +78,12 @@ def score_method(key: str, method: Method, store, protocol: str, timed: bool = T
         start = time.perf_counter()
         out = method(blur)
         ms = (time.perf_counter() - start) * 1e3 if timed else 0.0
-        psnr, ssim = score(out, sharp)
         h, w = blur.shape[:2]
         rows.append(
             {
                 "model": key,
                 "image": name,
-                "psnr": psnr,
-                "ssim": ssim,
+                **score(out, sharp),
                 "ms": ms,
                 "megapixels": h * w / 1e6,
                 "protocol": protocol,
@@ -125,9 +125,18 @@ def evaluate(
 
 
 def write_outputs(per_image, results, metrics) -> None:
-    fsutil.write_text(paths.REPORTS / "per_image.csv", per_image.to_csv(index=False))
-    fsutil.write_text(paths.REPORTS / "results.csv", results.to_csv(index=False))
-    fsutil.write_json(paths.METRICS / "eval.json", metrics)
+    fsutil.write_text(paths.PER_IMAGE_CSV, per_image.to_csv(index=False))
+    fsutil.write_text(paths.RESULTS_CSV, results.to_csv(index=False))
+    fsutil.write_json(paths.EVAL_JSON, metrics)
+
+
+def version_tags(metrics: dict) -> dict[str, dict[str, float]]:
+    """What `deblur promote` compares: test_<metric> of each scored model."""
+    return {
+        kind: {f"test_{name}": metrics[kind][name] for name in METRICS}
+        for kind in KINDS
+        if kind in metrics
+    }
 
 
 def open_stores(params):
@@ -145,8 +154,8 @@ def run(params, device: str = "auto") -> dict:
     from deblur import models as zoo
     from deblur import tracking
 
-    dev = resolve_device(device)
-    loaded = {kind: load_model(kind, device=dev) for kind in KINDS}
+    dev = devices.resolve(device)
+    loaded = {kind: spec.load(kind, device=dev) for kind in KINDS}
     test, train = open_stores(params)
     per_image, labels = evaluate(loaded, test, train, params, dev)
     summary = tables.summarize(per_image)
@@ -155,8 +164,8 @@ def run(params, device: str = "auto") -> dict:
     metrics = tables.eval_metrics(summary, tracks(params), str(dev))
     write_outputs(per_image, results, metrics)
     print(results.to_string(index=False))
-    run_id = tracking.log_evaluation(params, results, per_image, metrics)
+    run_id = tracking.log_evaluation(params, results, per_image, metrics, version_tags(metrics))
     if isinstance(run_id, str):  # so the report can name the run behind its numbers
         metrics["mlflow_run_id"] = run_id
-        fsutil.write_json(paths.METRICS / "eval.json", metrics)
+        fsutil.write_json(paths.EVAL_JSON, metrics)
     return metrics

@@ -11,23 +11,30 @@ import math
 
 import pandas as pd
 
-RESULT_COLUMNS = ["model", "params", "psnr", "ssim", "ms_per_mp", "protocol", "source"]
-PER_IMAGE_COLUMNS = ["model", "image", "psnr", "ssim", "ms", "megapixels", "protocol"]
+from deblur import kinds
+from deblur.metrics import METRICS
+
+RESULT_COLUMNS = ["model", "params", *METRICS, "ms_per_mp", "protocol", "source"]
+PER_IMAGE_COLUMNS = ["model", "image", *METRICS, "ms", "megapixels", "protocol"]
 
 REPORTED_SOURCE = "reported (GoPro, seed slides)"
 
-# The seed's results slide, verbatim: (model, parameters, PSNR, SSIM, protocol). The papers
-# score GoPro's full 1280x720 test set; the seed resized it to its training squares.
+# The seed's results slide, verbatim: (model, parameters, {metric: value}, protocol). The
+# papers score GoPro's full 1280x720 test set; the seed resized it to its training squares.
+# A metric the slide does not report stays blank.
 REPORTED = [
-    ("Kupyn et al.", None, 28.7, 0.958, "full"),
-    ("Nah et al.", None, 28.93, 0.91, "full"),
-    ("Ji et al.", None, 31.15, 0.96, "full"),
-    ("Li et al.", 11_400_000, 29.3, 0.72, "full"),
-    ("GAN (seed)", 8_100_000, 27.24, 0.8568, "resize 448"),
-    ("Autoencoder (seed)", 10_300_000, 26.95, 0.839, "resize 224"),
+    ("Kupyn et al.", None, {"psnr": 28.7, "ssim": 0.958}, "full"),
+    ("Nah et al.", None, {"psnr": 28.93, "ssim": 0.91}, "full"),
+    ("Ji et al.", None, {"psnr": 31.15, "ssim": 0.96}, "full"),
+    ("Li et al.", 11_400_000, {"psnr": 29.3, "ssim": 0.72}, "full"),
+    ("GAN (seed)", 8_100_000, {"psnr": 27.24, "ssim": 0.8568}, "resize 448"),
+    ("Autoencoder (seed)", 10_300_000, {"psnr": 26.95, "ssim": 0.839}, "resize 224"),
 ]
 
-LABELS = {"gan": "GAN (this project)", "ae": "Autoencoder (this project)", "blurry": "blurry input"}
+LABELS = {
+    **{kind: f"{label} (this project)" for kind, label in kinds.LABELS.items()},
+    "blurry": "blurry input",
+}
 ORDER = ["gan", "ae", "baseline", "blurry"]
 
 
@@ -43,8 +50,7 @@ def summarize(per_image: pd.DataFrame) -> pd.DataFrame:
             {
                 "model": model,
                 "protocol": protocol,
-                "psnr": group["psnr"].mean(),
-                "ssim": group["ssim"].mean(),
+                **{name: group[name].mean() for name in METRICS},
                 "ms_per_mp": group["ms"].sum() / group["megapixels"].sum(),
                 "images": len(group),
             }
@@ -70,8 +76,7 @@ def results_table(
         {
             "model": [labels.get(key, LABELS.get(key[0], key[0])) for key in keys],
             "params": summary["model"].map(lambda k: n_params.get(k, 0)),
-            "psnr": summary["psnr"].round(4),
-            "ssim": summary["ssim"].round(4),
+            **{name: summary[name].round(4) for name in METRICS},
             "ms_per_mp": summary["ms_per_mp"].round(2),
             "protocol": summary["protocol"],
             "source": measured_source(dataset),
@@ -82,13 +87,12 @@ def results_table(
             {
                 "model": model,
                 "params": n,
-                "psnr": psnr,
-                "ssim": ssim,
+                **{name: values.get(name, math.nan) for name in METRICS},
                 "ms_per_mp": math.nan,
                 "protocol": protocol,
                 "source": REPORTED_SOURCE,
             }
-            for model, n, psnr, ssim, protocol in REPORTED
+            for model, n, values, protocol in REPORTED
         ]
     )
     table = pd.concat([measured, reported], ignore_index=True)[RESULT_COLUMNS]
@@ -112,11 +116,12 @@ def eval_metrics(summary: pd.DataFrame, tracks: dict[str, str], device: str) -> 
     by = {(r.model, r.protocol): r for r in summary.itertuples()}
     out: dict = {"protocol": " / ".join(dict.fromkeys(tracks.values())), "device": device}
     for (model, protocol), row in by.items():
-        scores = {"psnr": round(row.psnr, 4), "ssim": round(row.ssim, 4), "images": row.images}
+        scores = {name: round(getattr(row, name), 4) for name in METRICS}
+        scores["images"] = row.images
         if model != "blurry":
             blurry = by[("blurry", protocol)]
-            scores["gain_db"] = round(row.psnr - blurry.psnr, 4)
-            scores["ssim_gain"] = round(row.ssim - blurry.ssim, 4)
+            for name, metric in METRICS.items():
+                scores[metric.gain_key] = round(getattr(row, name) - getattr(blurry, name), 4)
             scores["ms_per_mp"] = round(row.ms_per_mp, 2)
         out[model if model in tracks else _key(model, protocol, several)] = scores
     return out

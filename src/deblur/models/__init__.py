@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
+from deblur import kinds
 from deblur.config import AutoencoderConfig, DiscriminatorConfig, GeneratorConfig, Params
 from deblur.errors import ConfigError, DeblurError
 from deblur.models.autoencoder import Autoencoder
@@ -33,16 +34,16 @@ __all__ = [
     "describe",
     "load",
     "macs_per_megapixel",
+    "unwrap",
 ]
 
 FORMAT = 1
-KINDS = {"gan": (Generator, GeneratorConfig), "ae": (Autoencoder, AutoencoderConfig)}
+# Each kind of deblur.kinds: its module and its architecture's params section.
+ARCHS = {"gan": (Generator, GeneratorConfig), "ae": (Autoencoder, AutoencoderConfig)}
 
 
 def _kind(kind: str) -> tuple[type[nn.Module], type[BaseModel]]:
-    if kind not in KINDS:
-        raise DeblurError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
-    return KINDS[kind]
+    return ARCHS[kinds.check(kind)]
 
 
 def _validate(schema: type[BaseModel], config: BaseModel | Mapping[str, Any], what: str):
@@ -77,12 +78,12 @@ def arch_config(kind: str, params: Params) -> BaseModel:
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     # DistributedDataParallel keeps the model in .module, torch.compile in ._orig_mod.
     for attr in ("module", "_orig_mod"):
         inner = getattr(model, attr, None)
         if isinstance(inner, nn.Module):
-            return _unwrap(inner)
+            return unwrap(inner)
     return model
 
 
@@ -93,7 +94,7 @@ def checkpoint_dict(kind: str, model: nn.Module, arch: BaseModel | Mapping[str, 
     """
     _, schema = _kind(kind)
     arch = _validate(schema, arch, f"{kind} architecture")
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     return {"format": FORMAT, "kind": kind, "arch": arch.model_dump(mode="json"), "model": state}
 
 
@@ -111,7 +112,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
         ) from None
     if not (
         isinstance(payload, dict)
-        and payload.get("kind") in KINDS
+        and payload.get("kind") in ARCHS
         and isinstance(payload.get("arch"), dict)
         and isinstance(payload.get("model"), dict)
     ):
@@ -136,7 +137,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
 
 
 def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in _unwrap(model).parameters())
+    return sum(p.numel() for p in unwrap(model).parameters())
 
 
 @torch.no_grad()
@@ -150,7 +151,7 @@ def macs_per_megapixel(model: nn.Module, side: int = 256) -> int:
     Not counted: activations, attention products, padding, pooling, additions.
     ``side`` must be a multiple of the model's downsampling, or padding inflates the count.
     """
-    model = _unwrap(model)
+    model = unwrap(model)
     per_pixel, per_image = 0, 0
 
     def hook(layer: nn.Module, inputs: tuple[torch.Tensor], out: torch.Tensor) -> None:

@@ -1,5 +1,1 @@
-"""`deblur report`: figures and the Markdown/HTML report of a pipeline run."""
-
-from deblur.report.render import run
-
-__all__ = ["run"]
+"""`deblur report` (render.py): figures and the Markdown/HTML report of a pipeline run."""

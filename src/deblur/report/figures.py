@@ -24,10 +24,11 @@ from matplotlib.ticker import (  # noqa: E402
 from scipy.ndimage import uniform_filter  # noqa: E402
 
 from deblur import fsutil  # noqa: E402
+from deblur.kinds import LABELS  # noqa: E402
 
 ZOOM = "#ffd23f"  # the crop's frame, on the full view and around the enlarged crop
 COLORS = {"gan": "#d1495b", "ae": "#00798c", "baseline": "#edae49", "blurry": "#8d8d8d"}
-NAMES = {"gan": "GAN", "ae": "autoencoder", "baseline": "baseline", "blurry": "blurry input"}
+NAMES = {**LABELS, "baseline": "baseline", "blurry": "blurry input"}
 DPI = 110
 
 plt.rcParams.update(

@@ -18,15 +18,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deblur import fsutil, paths
+from deblur import fsutil, paths, spec, tracking
+from deblur.config import flatten
+from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
 from deblur.evaluate import tables
-from deblur.evaluate.metrics import psnr
-from deblur.infer import deblur_image, load_model, to_uint8
+from deblur.infer import deblur_image
+from deblur.kinds import KINDS
+from deblur.metrics import METRICS, psnr
 from deblur.report import figures
 
-TEMPLATES = Path("pipeline") / "templates"
-KINDS = ("gan", "ae")
+TEMPLATES = paths.TEMPLATES
 SHOWN_PARAMS = ("seed", "data", "preprocess", "train", "evaluate")
 NA = "n/a"
 
@@ -82,8 +84,7 @@ def result_rows(results: pd.DataFrame, source: str) -> dict:
         {
             "model": row.model,
             "params": _count(row.params),
-            "psnr": _num(row.psnr, ".2f"),
-            "ssim": _num(row.ssim, ".4f"),
+            "scores": [_num(getattr(row, n), f".{m.decimals}f") for n, m in METRICS.items()],
             "ms_per_mp": _num(row.ms_per_mp, ".0f"),
             "protocol": row.protocol,
         }
@@ -92,15 +93,11 @@ def result_rows(results: pd.DataFrame, source: str) -> dict:
     return {"title": source[:1].upper() + source[1:], "rows": rows}
 
 
-def flatten(tree, prefix: str = "") -> list[tuple[str, str]]:
+def flat_rows(tree) -> list[tuple[str, str]]:
     """Nested JSON -> [('train.pairs', '96'), ...] for a two-column table."""
     if not isinstance(tree, dict):
-        return [(prefix or "value", _scalar(tree))]
-    items = []
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        items += flatten(value, name) if isinstance(value, dict) else [(name, _scalar(value))]
-    return items
+        return [("value", _scalar(tree))]
+    return [(key, _scalar(value)) for key, value in flatten(tree).items()]
 
 
 def _scalar(value) -> str:
@@ -113,30 +110,29 @@ def _scalar(value) -> str:
 
 def train_table(trained: dict[str, dict]) -> dict:
     """metrics/train_*.json side by side: {'models': [...], 'rows': [(key, [v, ...]), ...]}."""
-    kinds = [k for k in KINDS if trained.get(k)]
+    shown = [k for k in KINDS if trained.get(k)]
     flat = {
-        k: dict(flatten({n: v for n, v in trained[k].items() if n != "mlflow_run_id"}))
-        for k in kinds
+        k: dict(flat_rows({n: v for n, v in trained[k].items() if n != "mlflow_run_id"}))
+        for k in shown
     }
-    keys = list(dict.fromkeys(key for k in kinds for key in flat[k]))
+    keys = list(dict.fromkeys(key for k in shown for key in flat[k]))
     return {
-        "models": [figures.NAMES[k] for k in kinds],
-        "rows": [(key, [flat[k].get(key, "–") for k in kinds]) for key in keys],
+        "models": [figures.NAMES[k] for k in shown],
+        "rows": [(key, [flat[k].get(key, "–") for k in shown]) for key in keys],
     }
 
 
 def run_ids() -> list[dict]:
     """The MLflow runs behind the numbers, as the stages recorded them."""
-    sources = {"train gan": "train_gan.json", "train ae": "train_ae.json", "evaluate": "eval.json"}
+    sources = {f"train {kind}": paths.train_metrics(kind) for kind in KINDS}
+    sources["evaluate"] = paths.EVAL_JSON
     return [
-        {"stage": stage, "run_id": _read_json(paths.METRICS / name).get("mlflow_run_id") or NA}
-        for stage, name in sources.items()
+        {"stage": stage, "run_id": _read_json(path).get("mlflow_run_id") or NA}
+        for stage, path in sources.items()
     ]
 
 
 def _tracking_uri() -> str:
-    from deblur import tracking
-
     return tracking.tracking_uri()
 
 
@@ -172,7 +168,7 @@ def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
     stale = [name for name, _ in samples if name not in index]
     if stale:
         raise DeblurError(
-            f"reports/per_image.csv names test image {stale[0]}, which {paths.PROCESSED} "
+            f"{paths.PER_IMAGE_CSV} names test image {stale[0]}, which {paths.PROCESSED} "
             "does not hold; rerun `deblur evaluate`"
         )
     shown = []
@@ -236,7 +232,7 @@ def render(context: dict, out_dir: Path) -> tuple[Path, Path]:
         html = env.get_template("report.html.j2").render(**context)
     except jinja2.TemplateNotFound as exc:
         raise DeblurError(f"report template {TEMPLATES / exc.name} not found") from None
-    md_path, html_path = out_dir / "report.md", out_dir / "report.html"
+    md_path, html_path = out_dir / paths.REPORT_MD.name, out_dir / paths.REPORT_HTML.name
     fsutil.write_text(md_path, md)
     fsutil.write_text(html_path, _embed(html, out_dir))
     return md_path, html_path
@@ -265,28 +261,25 @@ def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Pat
 
 def build_context(params, models, store, fig_dir: Path) -> dict:
     """Read the pipeline's outputs, draw the figures, and gather what the templates show."""
-    results = _read_csv(paths.REPORTS / "results.csv", "deblur evaluate")
-    per_image = _read_csv(paths.REPORTS / "per_image.csv", "deblur evaluate")
-    curves = {
-        kind: pd.read_csv(p) for kind in KINDS if (p := paths.PLOTS / f"train_{kind}.csv").is_file()
-    }
-    trained = {kind: _read_json(paths.METRICS / f"train_{kind}.json") for kind in KINDS}
+    results = _read_csv(paths.RESULTS_CSV, "deblur evaluate")
+    per_image = _read_csv(paths.PER_IMAGE_CSV, "deblur evaluate")
+    curves = {kind: pd.read_csv(p) for kind in KINDS if (p := paths.train_plot(kind)).is_file()}
+    trained = {kind: _read_json(paths.train_metrics(kind)) for kind in KINDS}
     drawn = draw_figures(params, models, store, per_image, curves, trained, fig_dir)
     dump = params.model_dump(mode="json", by_alias=True)
-    eval_json = _read_json(paths.METRICS / "eval.json")
+    eval_json = _read_json(paths.EVAL_JSON)
     return {
         "dataset": params.data.name,
+        "metric_labels": [metric.label for metric in METRICS.values()],
         "measured": result_rows(results, tables.measured_source(params.data.name)),
         "reported": result_rows(results, tables.REPORTED_SOURCE),
-        "headline": [
-            {"name": figures.NAMES[k], **eval_json[k]} for k in ("gan", "ae") if k in eval_json
-        ],
+        "headline": [{"name": figures.NAMES[k], **eval_json[k]} for k in KINDS if k in eval_json],
         "protocol": eval_json.get("protocol", params.evaluate.protocol),
         "device": eval_json.get("device", NA),
         "n_test": per_image["image"].nunique(),
         "curve_models": [figures.NAMES[k] for k in curves],
         **drawn,
-        "data_summary": flatten(_read_json(paths.METRICS / "data.json")),
+        "data_summary": flat_rows(_read_json(paths.DATA_JSON)),
         "train_table": train_table(trained),
         "run_ids": run_ids(),
         "tracking_uri": _tracking_uri(),
@@ -298,7 +291,7 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
 def run(params, models=None, store=None) -> list[Path]:
     """The DVC stage. ``models`` ({kind: module}) and ``store`` default to the pipeline's."""
     if models is None:
-        models = {kind: load_model(kind) for kind in KINDS}
+        models = {kind: spec.load(kind) for kind in KINDS}
     if store is None:
         from deblur.data.dataset import PairStore
 
@@ -309,7 +302,5 @@ def run(params, models=None, store=None) -> list[Path]:
     md, html = render(context, paths.REPORTS)
     written = [md, html, *sorted(paths.FIGURES.glob("*.png"))]
     print(f"wrote {md} and {html} ({len(written) - 2} figures)")
-    from deblur import tracking
-
     tracking.log_report(params, written)
     return written

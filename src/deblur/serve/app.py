@@ -29,8 +29,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image, UnidentifiedImageError
 
-from deblur.data.images import png_bytes
+from deblur import device as devices
+from deblur import paths, spec
+from deblur.data.images import png_bytes, to_uint8
 from deblur.errors import DeblurError
+from deblur.infer import OVERLAP, TILE, deblur_image
+from deblur.kinds import KINDS, LABELS
 
 STATIC = Path(__file__).parent / "static"
 MAX_BYTES = 20 * 1024 * 1024
@@ -38,7 +42,6 @@ MAX_PIXELS = 24_000_000
 # PIL's format name -> the file suffix the decoder is given (PIL sniffs the content anyway).
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 ACCEPTED = "PNG, JPEG, WebP, BMP or TIFF"
-LABELS = {"gan": "GAN", "ae": "Autoencoder"}
 
 
 class UploadError(Exception):
@@ -71,22 +74,17 @@ class Served:
 
 
 def find_model(kind: str, device: torch.device) -> Served:
-    """The registry's champion if there is one, else models/<kind>.pt, else unavailable."""
-    from deblur import infer, paths, tracking
-
-    mv = tracking.champion(kind)
-    if mv is not None:
-        name = tracking.registered_name(kind)
-        model = infer.load_model(f"models:/{name}@{tracking.CHAMPION}", device=device)
-        return Served(kind, f"{name} v{mv.version} @{tracking.CHAMPION} (MLflow registry)", model)
-    path = paths.checkpoint(kind)
-    if path.is_file():
-        return Served(kind, f"{path} (pipeline checkpoint)", infer.load_model(path, device))
-    return Served(kind, "", missing=f"no champion and no {path}; run `deblur train {kind}`")
+    """What spec.choose picks (the champion, else models/<kind>.pt), loaded; else unavailable."""
+    chosen = spec.choose(kind)
+    if chosen is None:
+        path = paths.checkpoint(kind)
+        return Served(kind, "", missing=f"no champion and no {path}; run `deblur train {kind}`")
+    model_spec, source = chosen
+    return Served(kind, source, spec.load(model_spec, device=device))
 
 
 def load_models(device: torch.device) -> dict[str, Served]:
-    served = {kind: find_model(kind, device) for kind in LABELS}
+    served = {kind: find_model(kind, device) for kind in KINDS}
     if all(s.model is None for s in served.values()):
         raise DeblurError(
             "no model to serve: the registry has no champion and models/gan.pt and "
@@ -148,13 +146,11 @@ def result_name(name: str) -> str:
 
 def create_app(
     served: dict[str, Served] | None = None,
-    tile: int = 512,
-    overlap: int = 32,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
     device: str | torch.device = "cpu",
 ):
     """The FastAPI app; ``served`` defaults to the registry champions / models/*.pt."""
-    from deblur import infer
-
     device = torch.device(device)
     served = load_models(device) if served is None else served
     # One image at a time: a 24 MP request holds about 1 GB of float buffers.
@@ -206,14 +202,14 @@ def create_app(
         name, image = read(request, file)
         with busy:
             start = time.perf_counter()
-            out = infer.deblur_image(choice.model, image, tile, overlap, device)
+            out = deblur_image(choice.model, image, tile, overlap, device)
             ms = (time.perf_counter() - start) * 1e3
         headers = {
             "Content-Disposition": f'inline; filename="{result_name(name)}"',
             "X-Deblur-Model": choice.source.encode("ascii", "replace").decode(),
             "X-Deblur-Milliseconds": f"{ms:.0f}",
         }
-        return Response(png_bytes(infer.to_uint8(out)), media_type="image/png", headers=headers)
+        return Response(png_bytes(to_uint8(out)), media_type="image/png", headers=headers)
 
     @app.post("/api/png", response_class=Response)
     def as_png(request: Request, file: UploadFile = File(...)):
@@ -244,10 +240,8 @@ def run(host: str, port: int, tile: int, overlap: int, device: str = "auto") -> 
     """`deblur serve`: load the models, then serve until Ctrl-C."""
     import uvicorn
 
-    from deblur.infer import resolve_device
-
     _check_port(host, port)
-    dev = resolve_device(device)
+    dev = devices.resolve(device)
     served = load_models(dev)
     for s in served.values():
         print(f"{LABELS[s.kind]:<12} {s.describe()['source']}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from deblur.errors import DeblurError
+from deblur import device as devices
 
 
 @dataclass(frozen=True)
@@ -23,24 +23,12 @@ class World:
         return self.rank == 0
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        name = f"cuda:{local_rank}"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeblurError(f"--device {name} asked for CUDA but none is available; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise DeblurError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
-
-
 def init(device: str = "auto") -> World:
     """Join torchrun's process group when launched by it, else a world of one."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = pick_device(device, local_rank)
+    dev = devices.resolve(device, local_rank)
     if size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)

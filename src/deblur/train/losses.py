@@ -1,7 +1,14 @@
-"""Training losses: content (L1 / Charbonnier + frequency), perceptual, adversarial."""
+"""Training losses: content (L1 / Charbonnier + frequency), perceptual, adversarial.
+
+The pixel losses and the adversarial losses are small named tables (PIXEL, ADVERSARIAL),
+whose keys params.yaml's content_loss and adversarial accept (config.py lists the same
+names; a test keeps them equal): a new loss is one entry plus its test.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,12 +59,24 @@ class Perceptual(nn.Module):
         return F.l1_loss(self.features(norm(pred)), self.features(norm(target)))
 
 
+PIXEL: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "charbonnier": charbonnier,
+}
+
+
+def _pick(table: dict, name: str, what: str):
+    if name not in table:
+        raise DeblurError(f"unknown {what} '{name}'; use one of: {', '.join(table)}")
+    return table[name]
+
+
 class Content(nn.Module):
     """Everything that compares the output with the sharp frame, weighted by the params."""
 
     def __init__(self, cfg):
         super().__init__()
-        self.pixel = charbonnier if cfg.content_loss == "charbonnier" else F.l1_loss
+        self.pixel = _pick(PIXEL, cfg.content_loss, "train content_loss")
         self.fft_weight = cfg.fft_weight
         self.perceptual_weight = cfg.perceptual_weight
         self.perceptual = Perceptual(cfg.vgg_weights) if cfg.perceptual_weight > 0 else None
@@ -74,22 +93,57 @@ class Content(nn.Module):
 # The discriminator returns logits; each adversarial loss applies its own link to them.
 
 
+def _bce_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    # The seed's: sigmoid + binary cross-entropy, fused for stability.
+    return F.binary_cross_entropy_with_logits(
+        real, torch.ones_like(real)
+    ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+
+
+def _bce_g(fake: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+def _lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake))
+
+
+def _lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(fake, torch.ones_like(fake))
+
+
+def _wgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return fake.mean() - real.mean()  # the critic; its gradient penalty is added by the loop
+
+
+def _wgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+@dataclass(frozen=True)
+class Adversarial:
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (real, fake logits) -> D's loss
+    g: Callable[[torch.Tensor], torch.Tensor]  # fake logits -> G's loss
+    gradient_penalty: bool = False  # WGAN-GP's critic needs it to stay 1-Lipschitz
+
+
+ADVERSARIAL = {
+    "bce": Adversarial(_bce_d, _bce_g),
+    "lsgan": Adversarial(_lsgan_d, _lsgan_g),
+    "wgan-gp": Adversarial(_wgan_d, _wgan_g, gradient_penalty=True),
+}
+
+
+def adversarial(name: str) -> Adversarial:
+    return _pick(ADVERSARIAL, name, "train gan adversarial loss")
+
+
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    if kind == "bce":  # the seed's: sigmoid + binary cross-entropy, fused for stability
-        return F.binary_cross_entropy_with_logits(
-            real, torch.ones_like(real)
-        ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
-    if kind == "lsgan":
-        return F.mse_loss(real, torch.ones_like(real)) + F.mse_loss(fake, torch.zeros_like(fake))
-    return fake.mean() - real.mean()  # wgan-gp critic; the penalty is added separately
+    return adversarial(kind).d(real, fake)
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    if kind == "bce":
-        return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
-    if kind == "lsgan":
-        return F.mse_loss(fake, torch.ones_like(fake))
-    return -fake.mean()
+    return adversarial(kind).g(fake)
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""What every bench section shares: the sizes measured, a median timer, progress lines."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Seconds of rest before each timed run: ONNX Runtime's threads spin-wait after a run and
+# slow a PyTorch path timed right after it; this lets them go back to sleep.
+SETTLE = 0.2
+
+
+class Sizes:
+    """What gets measured: full sizes, or tiny ones for a smoke test (--quick)."""
+
+    def __init__(self, quick: bool):
+        self.quick = quick
+        self.image = (72, 128) if quick else (720, 1280)  # (height, width)
+        self.matmul = (256,) if quick else (1024, 2048, 4096)
+        self.crops = 8 if quick else 64  # data samples per timed run
+        self.folder = 2 if quick else 4  # images in the timed `predict` of a folder
+
+
+def timed(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> float:
+    """Median seconds of ``repeats`` calls of ``fn``, after one untimed call."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def say(message: str) -> None:
+    # Progress goes to stderr, so that `--json` prints nothing but JSON on stdout.
+    print(f"bench: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,127 @@
+"""The `train-gan` / `train-ae` stage: data, Trainer, epochs, and everything they leave.
+
+Per epoch, rank 0 writes models/<kind>.pt (and its --resume state), a row of
+plots/train_<kind>.csv and the epoch's metrics in MLflow; at the end metrics/train_<kind>.json
+and, for a complete run, a new registered version of the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from deblur import fsutil, models, paths, tracking
+from deblur.errors import DeblurError
+from deblur.train import checkpoint, distributed
+from deblur.train import data as train_data
+from deblur.train.loop import Trainer
+
+
+def logged_params(kind: str, params) -> dict[str, Any]:
+    """What a training run depends on: its model's section, the split, the data source."""
+    dump = params.model_dump(mode="json", by_alias=True)
+    return {
+        "seed": dump["seed"],
+        "data": {"source": dump["data"]["source"], "name": dump["data"]["name"]},
+        "preprocess": dump["preprocess"],
+        "train": {
+            "val_fraction": dump["train"]["val_fraction"],
+            kind: dump["train"][kind],
+        },
+    }
+
+
+def run(
+    kind: str,
+    params,
+    device: str = "auto",
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train `kind` to the end (or `stop_after` epochs, as an interruption would).
+
+    Returns the final metrics written to metrics/train_<kind>.json.
+    """
+    world = distributed.init(device)
+    try:
+        if world.main:
+            tracking.setup()  # an unreachable server should fail now, not after the data loads
+        trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
+        if resume:
+            trainer.restore(checkpoint.load_state(kind))
+        if world.main:
+            with tracking.stage_run(
+                f"train-{kind}", params, logged=logged_params(kind, params)
+            ) as mlflow_run:
+                summary = _epochs(trainer, stop_after, mlflow_run.info.run_id)
+                tracking.log_artifacts([paths.train_plot(kind)])
+                if summary["complete"]:
+                    mv = tracking.register_trained(kind, paths.checkpoint(kind))
+                    summary["registered_version"] = int(mv.version)
+                fsutil.write_json(paths.train_metrics(kind), summary)
+        else:
+            summary = _epochs(trainer, stop_after, None)
+        distributed.barrier(world)
+        return summary
+    finally:
+        distributed.shutdown(world)
+
+
+def _log_steps(step: int, loss: float) -> None:
+    tracking.log_epoch({"step_loss": loss}, step=step)
+
+
+def _save(trainer: Trainer) -> None:
+    trainer.save()
+    frame = pd.DataFrame(trainer.state.history)
+    fsutil.write_text(paths.train_plot(trainer.kind), frame.to_csv(index=False))
+
+
+def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dict[str, Any]:
+    cfg, world, state = trainer.cfg, trainer.world, trainer.state
+    baseline = trainer.blurry_baseline() if world.main else {}
+    if world.main:
+        tracking.log_epoch(baseline, step=0)
+        tracking.log_params({"model.params": models.count_params(trainer.model)})
+    ran = 0
+    while state.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
+        try:
+            row = trainer.train_epoch(on_steps=_log_steps if world.main else None)
+        except FloatingPointError as exc:
+            last = f"epoch {state.epoch}" if state.epoch else "none yet"
+            raise DeblurError(
+                f"train {trainer.kind}: loss is NaN/inf at step {exc.args[0]}; lower "
+                f"train.{trainer.kind}.lr or raise grad_clip (last good checkpoint kept: {last})"
+            ) from None
+        state.epoch += 1
+        ran += 1
+        state.seconds += row["seconds"]
+        if world.main:
+            row.update(trainer.validate())
+            row = {"epoch": state.epoch, "step": state.step, **row}
+            state.history.append(row)
+            _save(trainer)
+            tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+            tqdm.write(
+                f"{trainer.kind} epoch {state.epoch}: loss {row['train_loss']:.4f}  "
+                f"val PSNR {row['val_psnr']:.2f} dB (blurry {baseline['val_psnr_blurry']:.2f})  "
+                f"SSIM {row['val_ssim']:.4f}  {row['samples_per_s']:.1f} samples/s"
+            )
+        distributed.barrier(world)
+    last = state.history[-1] if state.history else {}
+    return {
+        "complete": state.epoch >= cfg.epochs,
+        "epochs": state.epoch,
+        "steps": state.step,
+        "seconds": round(state.seconds, 2),
+        "train_loss": last.get("train_loss"),
+        "val_psnr": last.get("val_psnr"),
+        "val_ssim": last.get("val_ssim"),
+        "samples_per_s": last.get("samples_per_s"),
+        "params": models.count_params(trainer.model),
+        "mlflow_run_id": run_id,
+        "world_size": world.size,
+        **baseline,
+    }
