@@ -184,25 +184,22 @@ def test_resize_protocol_is_labelled(stores):
 
 
 def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
-    import deblur.tracking
+    """The stage: both tables, eval.json, and an evaluate run in a real MLflow store."""
+    from deblur import tracking
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     for kind in ("gan", "ae"):
-        save_tiny(kind, tmp_path / "models" / f"{kind}.pt")
+        save_tiny(tmp_path / "models" / f"{kind}.pt", kind)
     monkeypatch.setattr(protocol, "open_stores", lambda params: stores)
-    logged = {}
-    monkeypatch.setattr(
-        deblur.tracking,
-        "log_evaluation",
-        lambda params, results, per_image, metrics: logged.update(m=metrics) or "run123",
-    )
     metrics = protocol.run(PARAMS, device="cpu")
-    assert logged["m"]["gan"]["psnr"] == metrics["gan"]["psnr"]
     saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    assert saved["mlflow_run_id"] == "run123"
+    logged = tracking.client().get_run(saved["mlflow_run_id"]).data.metrics
+    assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
+    assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
     per_image = pd.read_csv(tmp_path / "reports" / "per_image.csv")
     assert len(per_image) == 4 * len(stores[0])
     gan = results.set_index("model").loc["GAN (this project)"]
-    assert gan.params == models.count_params(tiny("gan"))
+    assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)

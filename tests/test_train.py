@@ -185,7 +185,8 @@ def test_warmup_cosine_schedule_shape():
 def test_resume_refuses_a_state_from_another_step(trained_project, smoke_params):
     # A crash between writing the state and the weights leaves them a step apart.
     from deblur.errors import DeblurError
-    from deblur.train import checkpoint, fit
+    from deblur.train import checkpoint
+    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=1))
     fit("ae", params, device="cpu")
