@@ -110,10 +110,31 @@ def test_table_without_json(quick):
         assert word in text
 
 
-def test_bf16_is_checked_not_assumed():
-    # Either this CPU does bfloat16 natively or the report says "unsupported".
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 fma", False),
+        ("fpu avx2 avx512f avx512bw avx512vl avx512dq", False),  # AVX-512 emulates bf16
+        ("fpu avx512f avx512_bf16", True),
+        ("fpu amx_tile amx_bf16", True),
+    ],
+)
+def test_bf16_is_read_from_the_cpu_flags(tmp_path, flags, native):
+    from deblur.device import native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    assert native_bf16(cpuinfo) is native
+    assert native_bf16(tmp_path / "missing") is False
+
+
+def test_bench_reports_bf16_as_this_cpu_has_it():
+    from deblur.device import native_bf16
+
     why = bench_inference.bf16_unsupported()
-    assert why is None or why.startswith("unsupported")
+    assert (why is None) is native_bf16()
+    if why is not None:
+        assert why.startswith("unsupported")
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 PyTorch has no caching allocator on the CPU: each activation is a malloc. glibc serves
 requests above its mmap threshold with a fresh mmap, which the kernel then fills page by
 page (a page fault per 4 KiB), and gives shrinking heap memory back at once. A 1280x720
-forward pass of the default GAN took ~70,000 page faults that way; with the thresholds
-below it takes none and runs ~20% faster (947 -> 739 ms; the autoencoder 347 -> 292 ms),
-for up to ~17% more peak memory. `deblur bench` reports the setting next to its numbers.
+forward pass of the default GAN took tens of thousands of page faults that way; with the
+thresholds below it takes none and runs markedly faster, for somewhat more peak memory
+(README, "Speed"). `deblur bench` reports the setting next to its numbers.
 """
 
 from __future__ import annotations

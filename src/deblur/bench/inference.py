@@ -22,6 +22,7 @@ from deblur import models, paths
 from deblur.bench.timing import SETTLE, Sizes, say, timed
 from deblur.config import Params
 from deblur.data.images import to_float, to_uint8, write_png
+from deblur.device import native_bf16
 from deblur.infer import deblur_image, tile_count
 from deblur.predict import predict as predict_files
 
@@ -62,11 +63,9 @@ def bf16_unsupported() -> str | None:
 
     Without native bfloat16 (AVX512-BF16, AMX) oneDNN emulates it, slower than float32.
     """
-    try:
-        native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    except (AttributeError, RuntimeError):
-        native = False
-    return None if native else "unsupported: this CPU has no native bfloat16 (AVX512-BF16/AMX)"
+    if native_bf16():
+        return None
+    return "unsupported: this CPU has no native bfloat16 (AVX512-BF16/AMX)"
 
 
 def _checkpoint_file(kind: str, model: nn.Module, params: Params, tmp: Path) -> Path:
@@ -254,8 +253,7 @@ def _nchw(out: torch.Tensor | np.ndarray) -> torch.Tensor:
 def _measure(kind, candidates, megapixels, macs, repeats) -> dict[str, dict[str, Any]]:
     """Check each path against eager, then time them in turns: round k times every path
     once. On a shared machine a slow spell lasts seconds; timed one path after the other,
-    it fell on whichever path ran then (torch.compile looked 1.4x faster that way, 1.05x
-    when interleaved)."""
+    it falls on whichever path runs then and makes it look faster or slower than it is."""
     results: dict[str, dict[str, Any]] = {}
     runnable: dict[str, Callable[[], torch.Tensor]] = {}
     with torch.inference_mode():
