@@ -240,7 +240,7 @@ def bench_predict(
         "forward_ms": round(fwd * 1e3, 1),
         "vs_forward": round(one / fwd, 3),
         "folder_vs_forward": round(each / fwd, 3),
-        "note": "infer.predict on PNGs against a channels-last forward, timed in turns",
+        "note": "deblur.predict on PNGs against a channels-last forward, timed in turns",
     }
 
 
