@@ -38,10 +38,10 @@ Some prose.
 
 | model | params | PSNR (dB) | SSIM | ms / MP | protocol | source |
 | --- | ---: | ---: | ---: | ---: | --- | --- |
-| GAN (this project) | 2.13M | 26.34 | 0.7645 | 1295 | full | measured (this run, synthetic) |
-| Autoencoder (this project) | 1.82M | 26.27 | 0.7653 | 690 | full | measured (this run, synthetic) |
-| unsharp mask (radius=1, amount=0.5) | 0 | 25.62 | 0.7518 | 89 | full | measured (this run, synthetic) |
-| blurry input | 0 | 25.66 | 0.7554 | 0 | full | measured (this run, synthetic) |
+| GAN (this project) | 2.13M | 26.34 | 0.7645 | 1295 | full | measured (synthetic) |
+| Autoencoder (this project) | 1.82M | 26.27 | 0.7653 | 690 | full | measured (synthetic) |
+| unsharp mask (radius=1, amount=0.5) | 0 | 25.62 | 0.7518 | 89 | full | measured (synthetic) |
+| blurry input | 0 | 25.66 | 0.7554 | 0 | full | measured (synthetic) |
 | Kupyn et al. | – | 28.70 | 0.9580 |  | full | reported (GoPro, seed slides) |
 
 ## Next section
