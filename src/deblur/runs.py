@@ -148,3 +148,34 @@ def show(limit: int | None, json_out: bool) -> str:
     if not rows:
         return f"no pipeline runs in {tracking.tracking_uri()} yet; run `dvc repro` first"
     return text(*table(rows))
+
+
+def points(rows: list[PipelineRun]) -> list[dict]:
+    """One point per model per pipeline run that has both a gain and a timing."""
+    out = []
+    for r in rows:
+        label = r.experiment or r.commit[:7]
+        for kind, m in r.models.items():
+            if m.get("gain_db") is not None and m.get("ms_per_mp") is not None:
+                out.append(
+                    {
+                        "kind": kind,
+                        "label": label,
+                        "ms_per_mp": m["ms_per_mp"],
+                        "gain_db": m["gain_db"],
+                        "champion": bool(m.get("champion")),
+                    }
+                )
+    return out
+
+
+def pareto(pts: list[dict]) -> list[int]:
+    """Indices of the points no other point matches or beats on both speed and gain,
+    fastest first."""
+    order = sorted(range(len(pts)), key=lambda i: (pts[i]["ms_per_mp"], -pts[i]["gain_db"]))
+    front, best = [], float("-inf")
+    for i in order:
+        if pts[i]["gain_db"] > best:
+            front.append(i)
+            best = pts[i]["gain_db"]
+    return front
