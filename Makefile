@@ -76,7 +76,9 @@ bench: setup
 serve: setup
 	$(BIN)/deblur serve
 
+# MLflow 3.17's UI opens the GenAI view unless told: the link below opens the runs table.
 mlflow-ui: setup
+	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # A team's tracking server: database backend + artifact root, on loopback by default.
