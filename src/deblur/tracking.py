@@ -89,6 +89,9 @@ def setup() -> str:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
         experiment = mlflow.set_experiment(EXPERIMENT)
+        # When another process created it at the same moment (two queue workers on a fresh
+        # server), MLflow returns it without making it active: runs would land in Default.
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
         key, kind = EXPERIMENT_KIND
         if experiment.tags.get(key) != kind:
             mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, kind)
