@@ -321,8 +321,12 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Newest N pipeline runs.")] = 20,
 ) -> None:
-    """One row per pipeline run in the MLflow store, newest first: commit, experiment,
-    the params that differ, and per model test PSNR, SSIM, gain, ms/MP and version."""
+    """List the pipeline runs of the MLflow store side by side, newest first.
+
+    One row per `dvc repro` / `dvc exp run`: when, commit, DVC experiment, the params that
+    differ between the rows, and per model test PSNR, SSIM, gain over the blurry input,
+    ms per megapixel and the registry version (@champion marked).
+    """
     from deblur.runs import show
 
     typer.echo(show(limit, as_json))
