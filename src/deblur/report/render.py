@@ -261,7 +261,8 @@ def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Pat
 
 def experiments_section(fig_dir: Path) -> dict:
     """Every pipeline run in the tracking store (deblur.runs): the quality/speed chart and
-    the table. Champions are the registry's as the report runs, before this run's promotion."""
+    the table. Champions are the registry's as the report runs, before this run's promotion.
+    The store is no DVC dependency: the section is as of the report stage's last run."""
     rows = runs.collect()
     if not rows:
         return {"figure": None, "header": [], "rows": [], "count": 0}
