@@ -13,12 +13,13 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml's stages call `deblur`: the venv's, whether or not the user activated it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup chromium repro test test-slow lint format bench serve mlflow-ui mlflow-server clean help
+.PHONY: setup chromium repro test test-slow lint format bench serve mlflow-ui mlflow-server sweep runs clean help
 
 help:
 	@echo "make repro   set up .venv if needed, then run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv if needed, then lint and run the tests"
-	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | test-slow | clean"
+	@echo "make sweep   a grid of DVC experiments, two at a time, into the tracking server"
+	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | runs | test-slow | clean"
 
 setup:
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
@@ -75,7 +76,9 @@ bench: setup
 serve: setup
 	$(BIN)/deblur serve
 
+# MLflow 3.17's UI opens the GenAI view unless told: the link below opens the runs table.
 mlflow-ui: setup
+	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 # A team's tracking server: database backend + artifact root, on loopback by default.
@@ -86,6 +89,29 @@ mlflow-server: setup
 	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow-server/mlflow.db \
 		--artifacts-destination mlflow-server/artifacts \
 		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+# A grid of experiments side by side (README, "Sweeps"): queued with `dvc exp run --queue`,
+# run SWEEP_JOBS at a time by `dvc queue start`, recorded in the tracking server that
+# `make mlflow-server` starts (SQLite takes one writer, so parallel runs need the server).
+# Comma lists are a grid: SWEEP='-S train.gan.lr=0.0005,0.002 -S train.ae.lr=0.0005,0.002'.
+SWEEP ?= -S train.gan.lr=0.0005,0.002
+SWEEP_JOBS ?= 2
+SWEEP_URI ?= http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+sweep: setup
+	@$(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=5)' \
+		$(SWEEP_URI) 2>/dev/null || { \
+		echo "sweep: no tracking server at $(SWEEP_URI); run 'make mlflow-server' first"; exit 1; }
+	MLFLOW_TRACKING_URI=$(SWEEP_URI) $(BIN)/dvc exp run --queue $(SWEEP)
+	MLFLOW_TRACKING_URI=$(SWEEP_URI) $(BIN)/dvc queue start -j $(SWEEP_JOBS)
+	@# dvc queue start returns at once; wait until no task is queued or running
+	@while $(BIN)/dvc queue status | grep -qE '\b(Queued|Running)\b'; do sleep 10; done
+	@$(BIN)/dvc queue status   # a Failed task: dvc queue logs NAME
+	$(BIN)/dvc exp show --only-changed --no-pager
+	MLFLOW_TRACKING_URI=$(SWEEP_URI) $(BIN)/deblur runs
+
+# Every pipeline run in the store, newest first (MLFLOW_TRACKING_URI, else ./mlflow.db).
+runs: setup
+	$(BIN)/deblur runs
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build src/*.egg-info

@@ -116,3 +116,32 @@ def test_eval_json_keys_match_what_the_report_reads(report_project):
     root, *_ = report_project
     saved = json.loads((root / "metrics" / "eval.json").read_text())
     assert {"psnr", "ssim", "gain_db"} <= set(saved["gan"])
+
+
+def test_report_experiments_section_charts_every_pipeline_run(report_project, monkeypatch):
+    from test_runs import pipeline, scores
+
+    root, models, test, _ = report_project
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    for i, (lr, gan, ae) in enumerate([(0.001, 26.1, 26.0), (0.0005, 26.4, 26.2)]):
+        monkeypatch.setenv("DEBLUR_PIPELINE_RUN", f"sweep-{i}")
+        pipeline(config.parse({"train": {"gan": {"lr": lr}}}), scores(gan, ae))
+
+    render.run(REPORT, models=models, store=test)
+    md = (root / "reports" / "report.md").read_text()
+    html = (root / "reports" / "report.html").read_text()
+    assert (root / "reports" / "figures" / "experiments.png").is_file()
+    section = md[md.index("## Experiments") : md.index("## Training")]
+    assert "![experiments](figures/experiments.png)" in section
+    assert "| when (UTC) | commit | experiment | train.gan.lr |" in section
+    assert section.count("| 0.0005 |") == 1 and section.count("| 0.001 |") == 1
+    assert '<h2>Experiments</h2>\n<figure><img src="data:image/png;base64,' in html
+
+
+def test_report_experiments_without_a_store(report_project, monkeypatch):
+    root, models, test, _ = report_project
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own, not created
+    render.run(REPORT, models=models, store=test)
+    md = (root / "reports" / "report.md").read_text()
+    assert "No pipeline runs in the MLflow store yet" in md
+    assert not (root / "reports" / "figures" / "experiments.png").exists()

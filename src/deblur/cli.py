@@ -281,6 +281,57 @@ def promote(
     raise typer.Exit(0 if promoted else NOT_PROMOTED)
 
 
+@app.command()
+def verify(
+    against: Annotated[
+        str, typer.Option("--against", help="Git revision holding the published metrics.")
+    ] = "HEAD",
+    no_regression: Annotated[
+        bool,
+        typer.Option(
+            "--no-regression",
+            help="The merge gate: fail only when a model got worse than REV by more than "
+            "the tolerance.",
+        ),
+    ] = False,
+    readme: Annotated[Path, typer.Option(help="The README whose results table is checked.")] = Path(
+        "README.md"
+    ),
+    params: ParamsOpt = None,
+) -> None:
+    """Compare metrics/eval.json and metrics/data.json with those at REV and the README.
+
+    Tolerances in params.yaml's verify section; timings are shown, never compared. Exit 0:
+    all figures match; 1: a figure moved (each one named); 2: a metrics file or the
+    README table is missing or malformed.
+    """
+    p = _params(params)
+    from deblur import verify as check
+
+    rows = check.verify(p, against, readme, regression_only=no_regression)
+    typer.echo(check.text_table(rows, against))
+    failed = check.failure(rows, against, p)
+    if failed:
+        raise DeblurError(failed)
+    typer.echo(f"verify: every figure matches {against} within tolerance")
+
+
+@app.command()
+def runs(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Newest N pipeline runs.")] = 20,
+) -> None:
+    """List the pipeline runs of the MLflow store side by side, newest first.
+
+    One row per `dvc repro` / `dvc exp run`: when, commit, DVC experiment, the params that
+    differ between the rows, and per model test PSNR, SSIM, gain over the blurry input,
+    ms per megapixel and the registry version (@champion marked).
+    """
+    from deblur.runs import show
+
+    typer.echo(show(limit, as_json))
+
+
 def main() -> None:
     """Console entry point: user mistakes end in one line and a non-zero exit, never a traceback."""
     from deblur import allocator

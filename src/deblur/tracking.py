@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +30,15 @@ from deblur.kinds import registered_name
 
 EXPERIMENT = "deblur"
 CHAMPION, CHALLENGER = "champion", "challenger"
+# MLflow 3 opens an experiment on its GenAI overview unless this tag says it trains models.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# One `dvc repro` / `dvc exp run` = one parent run ("pipeline run"); its stage runs nest
+# under it and share PIPELINE_TAG. RESULTS_TAG marks the run that holds a pipeline run's
+# test results, params and scored versions: the row `deblur runs` and the report list.
+PIPELINE_TAG = "deblur.pipeline"
+ROLE_TAG = "deblur.role"
+RESULTS_TAG = "deblur.results"
+PARENT_TAG = "mlflow.parentRunId"
 # DVC runs `--temp` and `--queue` experiments in a copy under <workspace>/.dvc/tmp/exps/.
 _EXP_COPY_MARKER = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
 
@@ -77,7 +88,13 @@ def setup() -> str:
         _check_reachable(uri)
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        mlflow.set_experiment(EXPERIMENT)
+        experiment = mlflow.set_experiment(EXPERIMENT)
+        # When another process created it at the same moment (two queue workers on a fresh
+        # server), MLflow returns it without making it active: runs would land in Default.
+        mlflow.set_experiment(experiment_id=experiment.experiment_id)
+        key, kind = EXPERIMENT_KIND
+        if experiment.tags.get(key) != kind:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, kind)
         _configured = uri
     return uri
 
@@ -102,14 +119,83 @@ def git_commit() -> str:
         return "unknown"
 
 
+def _dvc_ancestor() -> str | None:
+    """host:pid:start of the `dvc` process this one runs under (Linux /proc), or None.
+
+    DVC runs each stage command as a child (through a shell), and tells it nothing that
+    names the invocation; the dvc process itself, with its start time, does.
+    """
+    pid = os.getppid()
+    for _ in range(8):
+        if pid <= 1:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        if b"dvc" in [os.path.basename(a) for a in argv[:2]]:
+            return f"{socket.gethostname()}:{pid}:{fields[19]}"  # stat field 22: start time
+        pid = int(fields[1])  # stat field 4: the parent's pid
+    return None
+
+
+def pipeline_key() -> str | None:
+    """What the stage runs of one `dvc repro` / `dvc exp run` share, or None outside DVC.
+
+    DEBLUR_PIPELINE_RUN names it explicitly (a script that runs the stage commands itself);
+    else the DVC experiment name and the dvc process; a stage run by hand stands alone.
+    """
+    explicit = os.environ.get("DEBLUR_PIPELINE_RUN", "").strip()
+    if explicit:
+        return explicit
+    if not os.environ.get("DVC_STAGE"):
+        return None
+    parts = [os.environ.get("DVC_EXP_NAME", ""), _dvc_ancestor() or ""]
+    return "|".join(parts) if any(parts) else None
+
+
+def _experiment_id(c) -> str:
+    return c.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def pipeline_parent(key: str) -> str:
+    """The id of the parent run for ``key``: found, or created (named after the experiment)."""
+    c = client()
+    exp_id = _experiment_id(c)
+    found = c.search_runs(
+        [exp_id],
+        f"tags.`{PIPELINE_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'pipeline'",
+        max_results=1,
+    )
+    if found:
+        c.update_run(found[0].info.run_id, status="RUNNING")
+        return found[0].info.run_id
+    commit = git_commit()
+    name = os.environ.get("DVC_EXP_NAME") or f"repro {commit[:7]}"
+    tags = {
+        PIPELINE_TAG: key,
+        ROLE_TAG: "pipeline",
+        "git.commit": commit,
+        "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+    }
+    return c.create_run(exp_id, run_name=name, tags=tags).info.run_id
+
+
+def parent_of(run) -> str | None:
+    return run.data.tags.get(PARENT_TAG)
+
+
 @contextmanager
 def stage_run(
     stage: str, params, sections: tuple[str, ...] = (), logged: dict | None = None
 ) -> Iterator[Any]:
     """An MLflow run named after the DVC stage, tagged with commit, stage and params hash.
 
-    Logs ``logged`` if given, else the params of ``sections`` (all when empty). The run
-    ends FAILED if the body raises, so a crashed training is visible as such in the UI.
+    Inside a `dvc repro` or `dvc exp run` it nests under that invocation's pipeline run
+    (pipeline_parent), which ends FINISHED or FAILED with it. Logs ``logged`` if given,
+    else the params of ``sections`` (all when empty). The run ends FAILED if the body
+    raises, so a crashed training is visible as such in the UI.
     """
     import mlflow
 
@@ -122,12 +208,23 @@ def stage_run(
         "git.commit": git_commit(),
         "params.hash": params.section_hash(*sections),
         "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
+        ROLE_TAG: "stage",
     }
-    with mlflow.start_run(run_name=stage, tags=tags) as run:
-        items = list(flatten(logged).items())
-        for i in range(0, len(items), 100):  # MLflow caps one log_params batch at 100
-            log_params(dict(items[i : i + 100]))
-        yield run
+    key = pipeline_key()
+    parent = pipeline_parent(key) if key else None
+    if parent:
+        tags |= {PIPELINE_TAG: key, PARENT_TAG: parent}
+    status = "FAILED"
+    try:
+        with mlflow.start_run(run_name=stage, tags=tags) as run:
+            items = list(flatten(logged).items())
+            for i in range(0, len(items), 100):  # MLflow caps one log_params batch at 100
+                log_params(dict(items[i : i + 100]))
+            yield run
+        status = "FINISHED"
+    finally:
+        if parent:
+            client().set_terminated(parent, status)
 
 
 def log_params(values: dict[str, Any]) -> None:
@@ -284,17 +381,22 @@ def log_evaluation(
     params, results, per_image, metrics: dict[str, Any], version_tags: dict[str, dict]
 ) -> str:
     """The `evaluate` run: scores, both tables, and ``version_tags[kind]`` (the test scores)
-    tagged on the registered version built from each scored models/<kind>.pt."""
+    tagged on the registered version built from each scored models/<kind>.pt.
+
+    The pipeline run it belongs to (else the evaluate run itself) gets the row the MLflow
+    compare view and `deblur runs` show: every param, the test metrics, the git commit, the
+    DVC experiment name and the registry version of each scored model.
+    """
     import mlflow
 
     from deblur import paths
 
-    with stage_run("evaluate", params, sections=("evaluate",)) as run:
-        mlflow.log_metrics(
-            {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
-        )
+    with stage_run("evaluate", params) as run:
+        scores = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
+        mlflow.log_metrics(scores)
         mlflow.log_table(data=results, artifact_file="results.json")
         mlflow.log_table(data=per_image, artifact_file="per_image.json")
+        scored: dict[str, str] = {}
         for kind, tags in version_tags.items():
             ckpt = paths.checkpoint(kind)
             mv = version_of_checkpoint(kind, ckpt) if ckpt.exists() else None
@@ -303,7 +405,32 @@ def log_evaluation(
                 client().set_model_version_tag(
                     registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
                 )
+                scored[kind] = str(mv.version)
+        _log_results(parent_of(run) or run.info.run_id, params, scores, scored, run)
         return run.info.run_id
+
+
+def _log_results(target: str, params, scores: dict[str, float], scored: dict, run) -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    c = client()
+    now = int(time.time() * 1000)
+    tags = {
+        RESULTS_TAG: "true",
+        "git.commit": run.data.tags.get("git.commit", ""),
+        "dvc.exp": run.data.tags.get("dvc.exp", ""),
+        "evaluate_run_id": run.info.run_id,
+        **{f"registry.{kind}": version for kind, version in scored.items()},
+    }
+    c.log_batch(target, tags=[RunTag(k, v) for k, v in tags.items()])
+    if target != run.info.run_id:  # the evaluate run logged both already
+        c.log_batch(target, metrics=[Metric(k, v, now, 0) for k, v in scores.items()])
+        logged = flatten(params.model_dump(mode="json", by_alias=True))
+        items = [
+            Param(k, json.dumps(v) if isinstance(v, list) else str(v)) for k, v in logged.items()
+        ]
+        for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
+            c.log_batch(target, params=items[i : i + 100])
 
 
 def log_report(params, files: list[str | os.PathLike]) -> str:

@@ -156,3 +156,53 @@ def comparison(panels: list[tuple[str, np.ndarray]], path: str | os.PathLike, zo
             spine.set_linewidth(1.5)
     fig.tight_layout(h_pad=0.4, w_pad=0.4)
     _save(fig, path)
+
+
+def experiments(points: list[dict], front: list[int], path: str | os.PathLike) -> None:
+    """Test PSNR gain against ms per megapixel, one point per model per pipeline run.
+
+    ``points``: {"kind", "label", "ms_per_mp", "gain_db", "champion"}; ``front``: indices of
+    the points no other point beats on both axes (faster and better), joined by a line.
+    Up and to the left is better; a ring marks each registry champion.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for kind in dict.fromkeys(p["kind"] for p in points):
+        mine = [p for p in points if p["kind"] == kind]
+        ax.scatter(
+            [p["ms_per_mp"] for p in mine],
+            [p["gain_db"] for p in mine],
+            s=28,
+            color=COLORS.get(kind),
+            label=NAMES.get(kind, kind),
+            zorder=3,
+        )
+    if front:
+        xs = [points[i]["ms_per_mp"] for i in front]
+        ys = [points[i]["gain_db"] for i in front]
+        ax.step(xs, ys, where="post", color="#444", lw=1, ls="--", label="Pareto front", zorder=2)
+    champions = [p for p in points if p["champion"]]
+    if champions:
+        ax.scatter(
+            [p["ms_per_mp"] for p in champions],
+            [p["gain_db"] for p in champions],
+            s=150,
+            facecolors="none",
+            edgecolors="#222",
+            linewidths=1.4,
+            label="champion",
+            zorder=4,
+        )
+    if len(points) <= 16:  # beyond that the labels hide the points
+        for p in points:
+            ax.annotate(p["label"], (p["ms_per_mp"], p["gain_db"]), xytext=(4, 4),
+                        textcoords="offset points", fontsize=7, color="#555")  # fmt: skip
+    ax.axhline(0, color=COLORS["blurry"], lw=0.8)
+    ax.set(
+        title="every pipeline run: quality against speed",
+        xlabel="ms per megapixel (this machine's timing)",
+        ylabel="test PSNR gain over the blurry input (dB)",
+    )
+    if points:
+        ax.legend(frameon=False, fontsize=8, loc="best")
+    fig.tight_layout()
+    _save(fig, path)

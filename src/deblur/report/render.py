@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deblur import fsutil, paths, spec, tracking
+from deblur import fsutil, paths, runs, spec, tracking
 from deblur.config import flatten
 from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
@@ -259,6 +259,20 @@ def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Pat
     }
 
 
+def experiments_section(fig_dir: Path) -> dict:
+    """Every pipeline run in the tracking store (deblur.runs): the quality/speed chart and
+    the table. Champions are the registry's as the report runs, before this run's promotion.
+    The store is no DVC dependency: the section is as of the report stage's last run."""
+    rows = runs.collect()
+    if not rows:
+        return {"figure": None, "header": [], "rows": [], "count": 0}
+    points = runs.points(rows)
+    path = fig_dir / "experiments.png"
+    figures.experiments(points, runs.pareto(points), path)
+    header, body = runs.table(rows)
+    return {"figure": _rel(path), "header": header, "rows": body, "count": len(rows)}
+
+
 def build_context(params, models, store, fig_dir: Path) -> dict:
     """Read the pipeline's outputs, draw the figures, and gather what the templates show."""
     results = _read_csv(paths.RESULTS_CSV, "deblur evaluate")
@@ -281,6 +295,7 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
         **drawn,
         "data_summary": flat_rows(_read_json(paths.DATA_JSON)),
         "train_table": train_table(trained),
+        "experiments": experiments_section(fig_dir),
         "run_ids": run_ids(),
         "tracking_uri": _tracking_uri(),
         "params_yaml": yaml.safe_dump({k: dump[k] for k in SHOWN_PARAMS}, sort_keys=False),
