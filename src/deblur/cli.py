@@ -8,6 +8,7 @@ that, not an import cycle, is why they are there.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -308,6 +309,10 @@ def main() -> None:
     """Console entry point: user mistakes end in one line and a non-zero exit, never a traceback."""
     from deblur import allocator
 
+    if not sys.warnoptions:  # -W or PYTHONWARNINGS: the user asked to see them
+        # Library warnings (MLflow, torch, pydantic...) are for their developers, not ours.
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"deblur(\.|$)")
     allocator.tune()  # every command allocates big tensors (or serves a model that does)
     try:
         app()  # standalone: typer itself reports usage errors (exit 2) and --help
