@@ -179,3 +179,13 @@ def test_recursive_mirrors_the_tree_and_lists_what_it_skips(tmp_path, identity, 
     err = capfd.readouterr().err
     assert "subfolders not searched (pass --recursive): raw" in err
     assert "skipped, not images: notes.txt" in err
+
+
+def test_results_inside_the_input_tree_are_not_inputs_next_time(tmp_path, identity):
+    trip = tmp_path / "trip"
+    (trip / "day1").mkdir(parents=True)
+    Image.fromarray(random_image(24, 32)).save(trip / "day1" / "a.png")
+    first = run([trip], trip / "sharp", identity, recursive=True)
+    again = run([trip], trip / "sharp", identity, recursive=True, overwrite=True)
+    assert first == again == [(trip / "sharp" / "day1" / "a.png").resolve()]
+    assert not (trip / "sharp" / "sharp").exists()

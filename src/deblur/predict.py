@@ -43,9 +43,11 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _folder(path: Path, recursive: bool, found: Inputs) -> None:
+def _folder(path: Path, recursive: bool, found: Inputs, skip: Path | None) -> None:
     entries = sorted(path.rglob("*") if recursive else path.iterdir())
     for entry in entries:
+        if skip is not None and entry.resolve().is_relative_to(skip):
+            continue  # -o inside the input tree: earlier results are not inputs
         if _is_image(entry):
             found.files.append((entry, entry.parent.relative_to(path)))
         elif entry.is_file():
@@ -54,15 +56,18 @@ def _folder(path: Path, recursive: bool, found: Inputs) -> None:
             found.unsearched.append(entry)
 
 
-def expand_inputs(items: list[str | os.PathLike], recursive: bool = False) -> Inputs:
+def expand_inputs(
+    items: list[str | os.PathLike], recursive: bool = False, out_dir: Path | None = None
+) -> Inputs:
     """Files as given; folders (and with ``recursive`` their subfolders) and globs -> their
-    image files, sorted, without duplicates."""
+    image files, sorted, without duplicates. A folder's walk leaves ``out_dir`` out."""
     found = Inputs()
+    skip = out_dir.resolve() if out_dir is not None else None
     for item in map(str, items):
         path = Path(item)
         if path.is_dir():
             before = len(found.files)
-            _folder(path, recursive, found)
+            _folder(path, recursive, found, skip)
             if len(found.files) == before and not recursive and found.unsearched:
                 raise DeblurError(
                     f"no images found in {item} itself, only in its subfolders; "
@@ -165,7 +170,7 @@ def predict(
     """
     if tile <= overlap:
         raise DeblurError(f"tile ({tile}) must be larger than overlap ({overlap})")
-    found = expand_inputs(inputs, recursive)
+    found = expand_inputs(inputs, recursive, Path(out_dir))
     sources = [src for src, _ in found.files]
     targets = plan_outputs(found.files, Path(out_dir), overwrite)
     dev = devices.resolve(device)
