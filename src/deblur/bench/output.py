@@ -45,7 +45,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
     first = next(iter(report["inference"].values()), {})
     for name, r in first.get("predict", {}).get("codecs", {}).items():
         if r["status"] == "ok":
-            out.append(("codecs", "", name, r["ms"], "ms/frame"))
+            out.append(("inference", "", f"codec {name}", r["ms"], "ms/frame"))
     for kind, r in report["train"].items():
         out.append(("train", kind, "Trainer.step", r["samples_per_s"], "samples/s"))
     for name in ("processed", "png"):
