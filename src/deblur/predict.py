@@ -45,6 +45,8 @@ def _is_image(path: Path) -> bool:
 
 def _folder(path: Path, recursive: bool, found: Inputs, skip: Path | None) -> None:
     entries = sorted(path.rglob("*") if recursive else path.iterdir())
+    if skip == path.resolve():
+        skip = None  # -o is the folder itself: plan_outputs refuses to overwrite its inputs
     for entry in entries:
         if skip is not None and entry.resolve().is_relative_to(skip):
             continue  # -o inside the input tree: earlier results are not inputs
