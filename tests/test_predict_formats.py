@@ -189,3 +189,12 @@ def test_results_inside_the_input_tree_are_not_inputs_next_time(tmp_path, identi
     again = run([trip], trip / "sharp", identity, recursive=True, overwrite=True)
     assert first == again == [(trip / "sharp" / "day1" / "a.png").resolve()]
     assert not (trip / "sharp" / "sharp").exists()
+
+
+def test_the_icc_profile_is_kept(tmp_path, identity):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(random_image(24, 32)).save(src := tmp_path / "wide.png", icc_profile=profile)
+    (out,) = run([src], tmp_path / "out", identity)
+    assert Image.open(out).info.get("icc_profile") == profile
