@@ -90,3 +90,54 @@ def test_bad_suite_file_is_a_clear_error(tiny_project, tiny_params):
 def test_empty_raw_folder(project, tiny_params):
     with pytest.raises(DataError, match="run `deblur download`"):
         validate.run(tiny_params)
+
+
+def test_imported_folder_failures_name_the_users_files_and_the_fix(project, _tiny_raw, capsys):
+    from deblur import config
+    from deblur.data import download
+    from tests.conftest import TINY
+
+    own = project.parent / "my-dataset"
+    shutil.copytree(_tiny_raw, own)
+    truncated = sorted(own.rglob("train/*/sharp/*.png"))[0]
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    small = sorted(own.rglob("test/*/sharp/*.png"))[-1]  # the sharp side is the wrong one
+    write_png(small, read_rgb(small)[:40])
+    swapped = sorted((own / "train").iterdir())[-1]  # blur/ and sharp/ swapped: 2 of 10 pairs
+    (swapped / "blur").rename(swapped / "tmp")
+    (swapped / "sharp").rename(swapped / "blur")
+    (swapped / "tmp").rename(swapped / "sharp")
+    leaked = sorted((own / "train").iterdir())[0]
+    shutil.copytree(leaked, own / "test" / leaked.name)
+    data = {"source": "folder", "name": "mine", "folder": str(own)}
+    params = config.parse({**TINY, "data": {**TINY["data"], **data}})
+    download.run(params)
+    capsys.readouterr()
+
+    with pytest.raises(DataError) as raised:
+        validate.run(params)
+    err = capsys.readouterr().err
+    message = str(raised.value)
+    assert str(own.resolve()) in message and "dvc repro" in message
+    assert "data/raw" not in err, "a failing row names the user's file, not the copy"
+
+    def block(title: str) -> str:
+        start = err.index(title)
+        end = err.find("FAILED", start + 1)
+        return err[start : end if end > 0 else None]
+
+    decode = block("every sharp image decodes")
+    assert str(truncated.resolve()) in decode and "fix: replace the sharp file" in decode
+    size = block("same size")
+    row = next(line for line in size.splitlines() if str(small.resolve()) in line)
+    blur_twin = small.parent.parent / "blur" / small.name
+    assert str(blur_twin.resolve()) in row, "both sides of a wrong pair are named"
+    assert "blur size 64x48" in row and "sharp size 64x40" in row
+    assert "fix: " in size
+    leak = block("no scene appears in both train and test")
+    assert str((own / "test" / leaked.name).resolve()) in leak
+    assert str((own / "train" / leaked.name).resolve()) in leak
+    assert "fix: keep each scene in one split" in leak
+    sharper = block("sharp is sharper than blur")
+    assert str(swapped.resolve()) in sharper and "blur sharpness" in sharper
+    assert "sharp sharpness" in sharper and "not swapped" in sharper

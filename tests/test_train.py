@@ -194,6 +194,35 @@ def test_torchrun_two_process_gloo(trained_project, smoke_params):
     assert len(runs) == 1, "rank 0 alone logs"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_torchrun_failure_on_one_rank_is_one_line(trained_project, smoke_params):
+    # Rank 0 alone talks to MLflow: with the server down it fails while rank 1 has gone on
+    # into the first collective. Before, rank 1's gloo traceback and torchrun's report
+    # followed rank 0's line: about 100 lines.
+    write_params(trained_project, smoke_params(epochs=1))
+    dead = f"http://127.0.0.1:{_free_port()}"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": dead},
+    )
+    assert proc.returncode != 0
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 3, "\n".join(lines[:40])
+    assert any(dead in line and "unreachable" in line for line in lines)
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+
+
 def test_perceptual_loss_reads_only_a_local_file(tmp_path):
     from deblur.train import losses
 

@@ -8,6 +8,7 @@ that, not an import cycle, is why they are there.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -147,8 +148,21 @@ def predict(
             "image (deblur bench); pays off from a few hundred 720p frames.",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace results already in OUT.")
+    ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive", "-r", help="Search subfolders too; OUT mirrors the input tree."
+        ),
+    ] = False,
 ) -> None:
-    """Deblur your own images into OUT as PNGs with the same names (inputs are never touched)."""
+    """Deblur your own images into OUT as PNGs with the same names (inputs are never touched).
+
+    Gray stays gray, 16 bits stay 16 bits, alpha and the ICC profile are kept; what a
+    format cannot keep (CMYK, palette, 16-bit colour PNG) is said per file (README, Formats).
+    """
     from deblur import config
 
     # Outside a project (no ./params.yaml) the defaults apply: predict only needs a model.
@@ -159,7 +173,17 @@ def predict(
     ev = p.evaluate
     model = model or spec.default("gan")
     overlap = ev.overlap if overlap is None else overlap
-    run(inputs, out, model, tile or ev.tile, overlap, device, compile_model=compile_model)
+    run(
+        inputs,
+        out,
+        model,
+        tile or ev.tile,
+        overlap,
+        device,
+        compile_model=compile_model,
+        overwrite=overwrite,
+        recursive=recursive,
+    )
 
 
 @app.command()
@@ -336,6 +360,10 @@ def main() -> None:
     """Console entry point: user mistakes end in one line and a non-zero exit, never a traceback."""
     from deblur import allocator
 
+    if not sys.warnoptions:  # -W or PYTHONWARNINGS: the user asked to see them
+        # Library warnings (MLflow, torch, pydantic...) are for their developers, not ours.
+        warnings.filterwarnings("ignore")
+        warnings.filterwarnings("default", module=r"deblur(\.|$)")
     allocator.tune()  # every command allocates big tensors (or serves a model that does)
     try:
         app()  # standalone: typer itself reports usage errors (exit 2) and --help

@@ -2,14 +2,18 @@
 
 The model comes from deblur.spec, each image goes through infer.deblur_image (the path
 the evaluation tables measure), and decoding and encoding overlap the model on threads.
+deblur.data.photo keeps what a file holds (gray, 16 bits, alpha, ICC profile); an existing
+result is only replaced with ``overwrite``; ``recursive`` mirrors a folder tree under out.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,56 +22,110 @@ from tqdm import tqdm
 
 from deblur import device as devices
 from deblur import spec as specs
-from deblur.data.images import read_rgb, to_uint8, write_png
+from deblur.data.photo import Photo, read_photo, write_photo
 from deblur.errors import DeblurError
 from deblur.infer import OVERLAP, TILE, deblur_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+LISTED = 5  # names listed in a one-line summary; the rest are counted
 
 
-def expand_inputs(items: list[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders and globs -> their image files, sorted, without duplicates."""
-    found: list[Path] = []
+@dataclass
+class Inputs:
+    """What the arguments name: image files with the subfolder their result goes to."""
+
+    files: list[tuple[Path, Path]] = field(default_factory=list)  # (file, folder under out)
+    ignored: list[Path] = field(default_factory=list)  # non-image files met in folders
+    unsearched: list[Path] = field(default_factory=list)  # subfolders left (no --recursive)
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _folder(path: Path, recursive: bool, found: Inputs, skip: Path | None) -> None:
+    entries = sorted(path.rglob("*") if recursive else path.iterdir())
+    if skip == path.resolve():
+        skip = None  # -o is the folder itself: plan_outputs refuses to overwrite its inputs
+    for entry in entries:
+        if skip is not None and entry.resolve().is_relative_to(skip):
+            continue  # -o inside the input tree: earlier results are not inputs
+        if _is_image(entry):
+            found.files.append((entry, entry.parent.relative_to(path)))
+        elif entry.is_file():
+            found.ignored.append(entry)
+        elif entry.is_dir() and not recursive:
+            found.unsearched.append(entry)
+
+
+def expand_inputs(
+    items: list[str | os.PathLike], recursive: bool = False, out_dir: Path | None = None
+) -> Inputs:
+    """Files as given; folders (and with ``recursive`` their subfolders) and globs -> their
+    image files, sorted, without duplicates. A folder's walk leaves ``out_dir`` out."""
+    found = Inputs()
+    skip = out_dir.resolve() if out_dir is not None else None
     for item in map(str, items):
         path = Path(item)
         if path.is_dir():
-            found += sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            before = len(found.files)
+            _folder(path, recursive, found, skip)
+            if len(found.files) == before and not recursive and found.unsearched:
+                raise DeblurError(
+                    f"no images found in {item} itself, only in its subfolders; "
+                    "pass --recursive to deblur them too"
+                )
         elif path.is_file():
-            found.append(path)
+            found.files.append((path, Path()))
         elif glob.has_magic(item):
             matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
-            hits = [p for p in matches if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+            hits = [p for p in matches if _is_image(p)]
             if not hits:
                 raise DeblurError(f"no image matches '{item}'")
-            found += hits
+            found.files += [(p, Path()) for p in hits]
         else:
             raise DeblurError(f"no such file or folder: {item}")
-    unique = list(dict.fromkeys(p.resolve() for p in found))
-    if not unique:
+    unique = {p.resolve(): sub for p, sub in found.files}
+    found.files = list(unique.items())
+    if not found.files:
         raise DeblurError(f"no images found in {', '.join(map(str, items))}")
-    return unique
+    return found
 
 
-def plan_outputs(inputs: list[Path], out_dir: Path) -> list[Path]:
-    """<out_dir>/<stem>.png for each input; refuse collisions and overwriting any input."""
+def plan_outputs(
+    inputs: list[tuple[Path, Path]], out_dir: Path, overwrite: bool = False
+) -> list[Path]:
+    """<out_dir>/<subfolder>/<stem>.png for each input; refuse collisions, overwriting any
+    input, and replacing an earlier result unless ``overwrite``."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DeblurError(f"output folder {out_dir} is a file; pass a folder to -o")
-    outputs = [(out_dir / f"{p.stem}.png").resolve() for p in inputs]
+    sources = [src for src, _ in inputs]
+    outputs = [(out_dir / sub / f"{src.stem}.png").resolve() for src, sub in inputs]
     seen: dict[Path, Path] = {}
-    for src, dst in zip(inputs, outputs, strict=True):
+    for src, dst in zip(sources, outputs, strict=True):
         if dst in seen:
             raise DeblurError(
                 f"{seen[dst]} and {src} would both be written to {dst}; predict them separately"
             )
         seen[dst] = src
-    clash = set(outputs) & set(inputs)
+    clash = set(outputs) & set(sources)
     if clash:
         raise DeblurError(
             f"output {sorted(clash)[0]} would overwrite an input; choose another -o folder"
         )
+    existing = [dst for dst in outputs if dst.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise DeblurError(
+            f"{existing[0]}{more} already exists; pass --overwrite to replace it, "
+            "or choose another -o folder"
+        )
     return outputs
+
+
+def _names(paths: list[Path]) -> str:
+    shown = ", ".join(p.name for p in paths[:LISTED])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > LISTED else "")
 
 
 def _compile(model) -> torch.nn.Module:
@@ -76,16 +134,16 @@ def _compile(model) -> torch.nn.Module:
     return torch.compile(model)
 
 
-def _read(path: Path) -> tuple[np.ndarray | None, Exception | None]:
-    """(image, None), or (None, why) for a file that is not a readable image."""
+def _read(path: Path) -> tuple[Photo | None, Exception | None]:
+    """(photo, None), or (None, why) for a file that is not a readable image."""
     try:
-        return read_rgb(path), None
+        return read_photo(path), None
     except (DeblurError, OSError, ValueError) as exc:  # the reader should say DataError
         return None, exc
 
 
-def _write(path: Path, image: np.ndarray) -> None:
-    write_png(path, to_uint8(image))
+def _write(path: Path, photo: Photo, image: np.ndarray) -> None:
+    write_photo(path, photo.result(image), photo.icc)
 
 
 def predict(
@@ -97,21 +155,26 @@ def predict(
     device: str = "auto",
     progress: bool = True,
     compile_model: bool = False,
+    overwrite: bool = False,
+    recursive: bool = False,
 ) -> list[Path]:
     """Deblur files, folders and globs into ``out_dir`` as PNGs; skip (and report) bad files.
 
     Decoding the next image and encoding the last result run on threads beside the model
-    (PIL lets go of the GIL), so on a folder the files cost little more than the model.
-    ``compile_model`` runs the model through torch.compile: often the fastest path `deblur
-    bench` measures, but its compilation (seconds, again for each new tile size) only pays
-    off on many frames, so it is not the default.
+    (PIL and zlib let go of the GIL), so on a folder the files cost little more than the
+    model. ``compile_model`` runs the model through torch.compile: often the fastest path
+    `deblur bench` measures, but its compilation (seconds, again for each new tile size)
+    only pays off on many frames, so it is not the default.
     Every readable image is written (atomically) even when some are not; the bad ones are
-    named as they come and, at the end, a DeblurError carries their count.
+    named as they come and, at the end, a DeblurError carries their count. What a format
+    loses on the way (CMYK, a palette...) is said per file; files in a folder that are not
+    images, and subfolders left unsearched, are listed at the end.
     """
     if tile <= overlap:
         raise DeblurError(f"tile ({tile}) must be larger than overlap ({overlap})")
-    sources = expand_inputs(inputs)
-    targets = plan_outputs(sources, Path(out_dir))
+    found = expand_inputs(inputs, recursive, Path(out_dir))
+    sources = [src for src, _ in found.files]
+    targets = plan_outputs(found.files, Path(out_dir), overwrite)
     dev = devices.resolve(device)
     model = specs.load(spec, device=dev)
     if compile_model:
@@ -122,16 +185,18 @@ def predict(
         reading, writing = pool.submit(_read, sources[0]), None
         for i, dst in enumerate(bar):
             src = sources[i]
-            image, error = reading.result()
+            photo, error = reading.result()
             if i + 1 < len(sources):
                 reading = pool.submit(_read, sources[i + 1])
             if error is not None:
                 skipped.append(src)
-                tqdm.write(f"skipped {src.name}: {error}")
+                tqdm.write(f"skipped {src.name}: {error}", file=sys.stderr)
                 continue
+            for note in photo.notes:
+                tqdm.write(f"note: {src.name}: {note}", file=sys.stderr)
             start = time.perf_counter()
             try:
-                out = deblur_image(model, image, tile=tile, overlap=overlap, device=dev)
+                out = deblur_image(model, photo.rgb, tile=tile, overlap=overlap, device=dev)
             except torch._dynamo.exc.TorchDynamoException as exc:  # compiles on first call
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 raise DeblurError(
@@ -140,14 +205,21 @@ def predict(
             bar.set_postfix(ms=f"{(time.perf_counter() - start) * 1e3:.0f}")
             if writing is not None:
                 writing.result()  # one result waits at most: memory stays bounded
-            writing = pool.submit(_write, dst, out)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            writing = pool.submit(_write, dst, photo, out)
             written.append(dst)
         if writing is not None:
             writing.result()
+    if found.ignored:
+        print(f"skipped, not images: {_names(found.ignored)}", file=sys.stderr)
+    if found.unsearched:
+        print(
+            f"subfolders not searched (pass --recursive): {_names(found.unsearched)}",
+            file=sys.stderr,
+        )
     if skipped:
-        names = ", ".join(p.name for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         raise DeblurError(
-            f"{len(skipped)} of {len(sources)} images skipped ({names}); "
+            f"{len(skipped)} of {len(sources)} images skipped ({_names(skipped)}); "
             f"the other {len(written)} are in {out_dir}"
         )
     return written

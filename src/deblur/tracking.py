@@ -8,14 +8,19 @@ any image size, and which version holds an alias (deblur.promote decides who get
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import re
+import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,9 +83,48 @@ def _check_reachable(uri: str) -> None:
 _configured: str | None = None
 
 
+class _NotActionable(logging.Filter):
+    """MLflow's log lines a deblur user can do nothing about."""
+
+    NOISE = ("CloudPickle",)  # models-from-code pickles nothing: its version is irrelevant
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(word in record.getMessage() for word in self.NOISE)
+
+
+class _HideMlflow:
+    """warnings.showwarning, less what MLflow's own files warn about."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None):
+        if f"{os.sep}mlflow{os.sep}" not in str(filename):
+            self.inner(message, category, filename, lineno, file, line)
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's warnings about its own internals out of the user's terminal.
+
+    Its UserWarnings (type hints on PythonModel.predict: ours is models-from-code and has a
+    signature) and the CloudPickle version line on every log_model. A filter alone is not
+    enough: log_model runs under MLflow's own `simplefilter("once", UserWarning)`, which
+    comes first, so what reaches the display is screened too. Set each time: pytest and
+    warnings.catch_warnings restore what they found.
+    """
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mlflow(\.|$)")
+    if not isinstance(warnings.showwarning, _HideMlflow):
+        warnings.showwarning = _HideMlflow(warnings.showwarning)
+    pyfunc = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _NotActionable) for f in pyfunc.filters):
+        pyfunc.addFilter(_NotActionable())
+
+
 def setup() -> str:
     """Point mlflow at the store (once per process) and make sure the experiment exists."""
     global _configured
+    quiet_mlflow()
     import mlflow
 
     uri = tracking_uri()
@@ -294,28 +338,94 @@ def log_model(kind: str, checkpoint: str | os.PathLike):
 # --------------------------------------------------------------------------- registry
 
 
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def cache_root() -> Path:
+    """Where registry checkpoints are kept: $XDG_CACHE_HOME/deblur/models (~/.cache/...)."""
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
+    return Path(base) / "deblur" / "models"
+
+
 def download_checkpoint(uri: str) -> Path:
-    """``models:/deblur-gan@champion`` (or ``runs:/...``) -> local path of its checkpoint."""
-    import mlflow
+    """``models:/deblur-gan@champion`` (or ``/3``, or ``runs:/...``) -> local checkpoint path.
+
+    A registered version never changes, so its checkpoint is downloaded once into
+    cache_root(), keyed by store, name and version: the next call (an alias resolves in
+    one registry query) neither downloads nor prints. A cached file whose SHA-256 is not
+    the one tagged at registration is fetched again.
+    """
     from mlflow.exceptions import MlflowException
 
     setup()
+    found = _REGISTERED.match(uri)
+    if found is None:  # runs:/... and other forms: no version to key a cache on
+        return _checkpoint_in(_download(uri, Path(tempfile.mkdtemp(prefix="deblur-model-"))), uri)
+    name = found["name"]
     try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="deblur-model-")
-            )
+        mv = (
+            client().get_model_version_by_alias(name, found["alias"])
+            if found["alias"]
+            else client().get_model_version(name, found["version"])
         )
     except MlflowException as exc:
         raise DeblurError(
             f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
             "train and promote first, or pass a checkpoint path"
         ) from None
+    store = hashlib.sha256(tracking_uri().encode()).hexdigest()[:16]
+    home = cache_root() / store / name / str(mv.version)
+    want = mv.tags.get("checkpoint_sha256")
+    cached = sorted(home.glob("*.pt")) if home.is_dir() else []
+    if cached and (want is None or fsutil.sha256(cached[0]) == want):
+        return cached[0]
+    home.parent.mkdir(parents=True, exist_ok=True)
+    with fsutil.atomic_dir(home) as tmp:
+        got = _checkpoint_in(_download(f"models:/{name}/{mv.version}", tmp), uri)
+        keep = tmp / got.name
+        if got != keep:
+            got.replace(keep)  # the checkpoint alone: the logged model's code stays behind
+        for extra in [p for p in tmp.iterdir() if p != keep]:
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+    return home / keep.name
+
+
+def _download(uri: str, into: Path) -> Path:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    # MLflow draws a progress bar per file (52 for a logged model) unless told not to.
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    try:
+        with _env(quiet):
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
+    except MlflowException as exc:
+        raise DeblurError(
+            f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
+            "train and promote first, or pass a checkpoint path"
+        ) from None
+
+
+def _checkpoint_in(local: Path, uri: str) -> Path:
     # A logged model keeps its checkpoint under artifacts/; a run path may point at it directly.
     found = [local] if local.is_file() else sorted(local.rglob("*.pt"))
     if not found:
         raise DeblurError(f"{uri} holds no deblur checkpoint; pass a models:/deblur-... URI")
     return found[0]
+
+
+@contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def tag_version(kind: str, version: str | int, metrics: dict[str, float]) -> None:

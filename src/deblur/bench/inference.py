@@ -1,4 +1,5 @@
-"""Inference per path: ms per megapixel, GFLOP/s and agreement with eager, and `predict`.
+"""Inference per path: ms per megapixel, GFLOP/s and agreement with eager, `predict`, and
+the image codecs predict could use.
 
 The default path (infer.deblur_image, what predict and evaluate run) against each
 alternative (eager NCHW forward, channels-last, torch.compile, bfloat16 autocast, ONNX
@@ -7,10 +8,13 @@ Runtime), timed in rounds so a slow spell of a shared machine spreads over all o
 
 from __future__ import annotations
 
+import io
 import statistics
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from deblur import models, paths
 from deblur.bench.timing import SETTLE, Sizes, say, timed
 from deblur.config import Params
 from deblur.data.images import to_float, to_uint8, write_png
+from deblur.data.photo import encode_png
 from deblur.device import native_bf16
 from deblur.infer import deblur_image, tile_count
 from deblur.predict import predict as predict_files
@@ -216,6 +221,7 @@ def bench_predict(
             overlap=params.evaluate.overlap,
             device="cpu",
             progress=False,
+            overwrite=True,  # each timed call writes the same results again
         )
 
     def bare() -> None:
@@ -232,6 +238,7 @@ def bench_predict(
         time.sleep(SETTLE)
         runs["folder"].append(timed(lambda: predict(sources), 1, warmup=False) / folder)
     fwd, one, each = (statistics.median(runs[k]) for k in ("forward", "one", "folder"))
+    h, w = image.shape[:2]
     return {
         "ms": round(one * 1e3, 1),
         "ms_per_mp": round(one * 1e3 / (image.shape[0] * image.shape[1] / 1e6), 2),
@@ -241,7 +248,103 @@ def bench_predict(
         "vs_forward": round(one / fwd, 3),
         "folder_vs_forward": round(each / fwd, 3),
         "note": "deblur.predict on PNGs against a channels-last forward, timed in turns",
+        "codecs": bench_codecs(h, w, repeats),
     }
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+def _pillow_png(image: np.ndarray, **options) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", **options)
+    return buf.getvalue()
+
+
+def _pillow_decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _optional_codecs(image: np.ndarray, png: bytes, jpeg: bytes) -> dict[str, Any]:
+    """(kind, name) -> a callable, or why it is not measured: OpenCV's headless build,
+    pyspng and simplejpeg are no dependencies of deblur; measured where installed."""
+    found: dict[str, Any] = {}
+    try:
+        import cv2
+
+        bgr = np.ascontiguousarray(image[..., ::-1])
+        found["png encode", "opencv"] = lambda: cv2.imencode(".png", bgr)[1].tobytes()
+        found["png decode", "opencv"] = lambda: cv2.imdecode(
+            np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR
+        )[..., ::-1]
+        found["jpeg decode", "opencv"] = lambda: cv2.imdecode(
+            np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR
+        )[..., ::-1]
+    except ImportError:
+        for kind in ("png encode", "png decode", "jpeg decode"):
+            found[kind, "opencv"] = "not installed (opencv-python-headless)"
+    try:
+        import pyspng
+
+        found["png decode", "pyspng"] = lambda: pyspng.load(png)
+    except ImportError:
+        found["png decode", "pyspng"] = "not installed"
+    try:
+        import simplejpeg
+
+        found["jpeg decode", "simplejpeg"] = lambda: simplejpeg.decode_jpeg(jpeg)
+    except ImportError:
+        found["jpeg decode", "simplejpeg"] = "not installed"
+    return found
+
+
+@lru_cache(maxsize=4)  # the same for every model: measured once per bench
+def bench_codecs(h: int, w: int, repeats: int) -> dict[str, dict[str, Any]]:
+    """Decoding and encoding one h x w frame, per codec: ms, MB written, and whether the
+    pixels are exactly Pillow's (a PNG decoded back, a JPEG decoded as Pillow decodes it)."""
+    image = sample_image(h, w)
+    png, jpeg = _pillow_png(image), io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(image).save(jpeg, format="JPEG", quality=92)
+    jpeg = jpeg.getvalue()
+    jpeg_pixels = _pillow_decode(jpeg)
+    candidates: dict[tuple[str, str], Any] = {
+        ("png encode", "deblur (predict)"): lambda: encode_png(image),
+        ("png encode", "pillow level 6"): lambda: _pillow_png(image),
+        ("png encode", "pillow level 1"): lambda: _pillow_png(image, compress_level=1),
+        ("png encode", "pillow Z_RLE"): lambda: _pillow_png(image, compress_type=zlib.Z_RLE),
+        ("png decode", "pillow (predict)"): lambda: _pillow_decode(png),
+        ("jpeg decode", "pillow (predict)"): lambda: _pillow_decode(jpeg),
+        **_optional_codecs(image, png, jpeg),
+    }
+    results: dict[str, dict[str, Any]] = {}
+    runnable = {}
+    for (kind, name), fn in candidates.items():
+        key = f"{kind}: {name}"
+        if isinstance(fn, str):
+            results[key] = {"status": "skipped", "note": fn}
+            continue
+        out = fn()
+        if kind == "png encode":
+            same = np.array_equal(_pillow_decode(out), image)
+            results[key] = {"status": "ok", "mb": round(len(out) / 1e6, 3), "same_pixels": same}
+        else:
+            want = image if kind == "png decode" else jpeg_pixels
+            results[key] = {"status": "ok", "same_pixels": np.array_equal(np.asarray(out), want)}
+        runnable[key] = fn
+    times: dict[str, list[float]] = {key: [] for key in runnable}
+    for _ in range(max(repeats, 3)):  # rounds, as for the paths: a slow spell hits all
+        for key, fn in runnable.items():
+            times[key].append(timed(fn, 1, warmup=False))
+    for key, runs in times.items():
+        results[key]["ms"] = round(statistics.median(runs) * 1e3, 1)
+    return results
 
 
 def _nchw(out: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -42,6 +42,10 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
             ),
             ("inference", kind, "predict folder", inf["predict"]["folder_vs_forward"], "x forward"),
         ]
+    first = next(iter(report["inference"].values()), {})
+    for name, r in first.get("predict", {}).get("codecs", {}).items():
+        if r["status"] == "ok":
+            out.append(("inference", "", f"codec {name}", r["ms"], "ms/frame"))
     for kind, r in report["train"].items():
         out.append(("train", kind, "Trainer.step", r["samples_per_s"], "samples/s"))
     for name in ("processed", "png"):
@@ -98,6 +102,17 @@ def table(report: dict[str, Any]) -> str:
             f"a folder of {pr['folder_images']} {pr['folder_ms_per_image']:.0f} ms per image = "
             f"{pr['folder_vs_forward']:.2f}x, {pr['folder_vs_eager']:.2f}x",
         ]
+    first = next(iter(report["inference"].values()), {})
+    codecs = first.get("predict", {}).get("codecs", {})
+    if codecs:
+        lines += ["", f"codecs, one {first['image']} frame (same: the pixels Pillow gives)"]
+        for name, r in codecs.items():
+            if r["status"] != "ok":
+                lines.append(f"  {name:<32}{'-':>8}  {r['note']}")
+                continue
+            size = f"{r['mb']:.2f} MB" if "mb" in r else ""
+            same = "same" if r["same_pixels"] else "DIFFERENT"
+            lines.append(f"  {name:<32}{r['ms']:>8.1f} ms  {size:>8}  {same}")
     lines += ["", "train (Trainer.step on random tensors, no data loading)"]
     for kind, r in report["train"].items():
         lines.append(

@@ -7,7 +7,6 @@ run leaves the previous dataset, or nothing, never something that looks complete
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import posixpath
 import re
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from deblur import fsutil, paths
 from deblur.config import Params
-from deblur.data.manifest import SIDES, SPLITS, scan
+from deblur.data.manifest import SIDES, SPLITS, scan, write_origin
 from deblur.errors import DataError
 from deblur.fsutil import atomic_dir
 
@@ -327,6 +326,7 @@ def import_folder(source: Path, target: Path) -> None:
             dest = target / pair.split / pair.scene / side / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
+    write_origin(target, root)
 
 
 def _layout_root(folder: Path) -> Path:

@@ -21,6 +21,9 @@ from deblur.metrics import psnr
 
 SPLITS = ("train", "test")
 SIDES = ("blur", "sharp")
+# Beside the splits of an imported folder: the user's folder it was copied from, so that a
+# failing file is named where the user can fix it, not as the copy the next import replaces.
+ORIGIN = "origin.txt"
 
 COLUMNS = [
     "split", "scene", "name", "blur_path", "sharp_path", "twin_exists",
@@ -66,6 +69,29 @@ def _pngs(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         return {}
     return {p.stem: p for p in folder.iterdir() if p.suffix == ".png" and p.is_file()}
+
+
+def write_origin(root: Path, source: Path) -> None:
+    """Record that ``root`` is a copy of the GoPro layout at ``source``."""
+    (root / ORIGIN).write_text(f"{source.resolve()}\n")
+
+
+def origin(root: Path) -> Path | None:
+    """The folder ``root`` was imported from, or None (rendered or extracted here)."""
+    try:
+        return Path((root / ORIGIN).read_text().strip())
+    except FileNotFoundError:
+        return None
+
+
+def original(path: str, root: Path, source: Path | None) -> str:
+    """A manifest path (a copy under ``root``) as the user's own file when imported."""
+    if source is None or not path:
+        return path
+    try:
+        return str(source / Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def build(root: Path, project: Path = Path("."), workers: int | None = None) -> pd.DataFrame:

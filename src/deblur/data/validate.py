@@ -31,19 +31,34 @@ SHOWN = 10  # failing rows listed per expectation; the rest are counted
 def run(params: Params) -> None:
     root = paths.raw_dir(params.data.name)
     table = manifest.build(root)
-    failures = check(table, params, paths.EXPECTATIONS)
+    source = manifest.origin(root)
+    failures = check(table, params, paths.EXPECTATIONS, where=_where(root, source))
     if failures:
         for failure in failures:
             print(failure.render(), file=sys.stderr)
         raise DataError(
-            f"{root} failed {len(failures)} expectation(s), listed above; "
-            "fix or remove the named files and run `deblur download` / `deblur validate` again"
+            f"{source or root} failed {len(failures)} expectation(s), listed above; {_then(source)}"
         )
     with atomic_path(paths.MANIFEST) as tmp:
         table.to_csv(tmp, index=False)
     stats = metrics(table)
     write_json(paths.DATA_JSON, stats)
     print(f"{paths.MANIFEST}: {len(table)} pairs pass; {_brief(stats)}")
+
+
+def _where(root: Path, source: Path | None):
+    """Manifest path -> the file to name: the user's own for an imported folder."""
+    return lambda path: manifest.original(path, root, source)
+
+
+def _then(source: Path | None) -> str:
+    if source is not None:  # the files named are the user's: fixing them there sticks
+        return (
+            f"fix or remove the named files in {source}, "
+            "then run `dvc repro` (or `deblur download` and `deblur validate`)"
+        )
+    # Rendered or extracted data: `deblur download` would bring the same files back.
+    return "fix or remove the named files, then run `deblur validate` again"
 
 
 def _brief(stats: dict) -> str:
@@ -59,19 +74,37 @@ def _brief(stats: dict) -> str:
 
 @dataclass
 class Failure:
-    """One failed expectation, with the rows (already formatted) that broke it."""
+    """One failed expectation, with the rows (already formatted) that broke it, and the fix."""
 
     what: str
     observed: str
     rows: list[str] = field(default_factory=list)
     more: int = 0
+    fix: str = ""
 
     def render(self) -> str:
         lines = [f"FAILED {self.what}: {self.observed}"]
         lines += [f"    {row}" for row in self.rows]
         if self.more:
             lines.append(f"    ... and {self.more} more")
+        if self.fix:
+            lines.append(f"  fix: {self.fix}")
         return "\n".join(lines)
+
+
+# How a shown column is labelled in a failing row; a path column reads "blur <path>".
+LABELS = {
+    "blur_path": "blur",
+    "sharp_path": "sharp",
+    "blur_error": "blur error:",
+    "sharp_error": "sharp error:",
+    "blur_size": "blur size",
+    "sharp_size": "sharp size",
+    "blur_lapvar": "blur sharpness",
+    "sharp_lapvar": "sharp sharpness",
+    "scene": "scene",
+    "split": "split",
+}
 
 
 def load_suite(path: Path):
@@ -101,18 +134,20 @@ def load_suite(path: Path):
     return ExpectationSuite(name=spec.get("name", path.stem), expectations=expectations)
 
 
-def check(table: pd.DataFrame, params: Params, suites: Path) -> list[Failure]:
+def check(
+    table: pd.DataFrame, params: Params, suites: Path, where=lambda path: path
+) -> list[Failure]:
     """Validate the manifest with the suites under ``suites``; return what failed.
 
     manifest.json judges every row; split.json judges each split's rows on their own, with
-    that split's minimum number of pairs.
+    that split's minimum number of pairs. ``where`` maps a manifest path to the file named.
     """
     cfg = params.validate_
     whole, split_suite = load_suite(suites / "manifest.json"), load_suite(suites / "split.json")
     runs = [("", whole, table, {"sharper_fraction": cfg.sharper_fraction})]
     for split, least in (("train", cfg.min_train_pairs), ("test", cfg.min_test_pairs)):
         rows = table[table["split"] == split].reset_index(drop=True)
-        runs.append((f"{split}: ", split_suite, rows, {"min_pairs": least}))
+        runs.append((split, split_suite, rows, {"min_pairs": least}))
 
     batches = _batches()
     failures = []
@@ -121,7 +156,7 @@ def check(table: pd.DataFrame, params: Params, suites: Path) -> list[Failure]:
         result = batch.validate(
             suite, expectation_parameters=values, result_format={"result_format": "COMPLETE"}
         )
-        failures += [_failure(r, rows, prefix) for r in result.results if not r.success]
+        failures += [_failure(r, rows, prefix, where) for r in result.results if not r.success]
     return failures
 
 
@@ -145,22 +180,26 @@ def _quiet_gx():
     return gx
 
 
-def _failure(result, rows: pd.DataFrame, prefix: str) -> Failure:
+def _failure(result, rows: pd.DataFrame, split: str, where) -> Failure:
     spec = result.expectation_config
-    what = prefix + (spec.description or spec.type)
+    meta = spec.meta or {}
+    what = (f"{split}: " if split else "") + (spec.description or spec.type)
+    fix = meta.get("fix", "").format(split=split or "train or test")
     info: dict[str, Any] = result.result or {}
     if result.exception_info and result.exception_info.get("raised_exception"):
-        return Failure(what, f"could not be checked ({result.exception_info['exception_message']})")
+        message = result.exception_info["exception_message"]
+        return Failure(what, f"could not be checked ({message})", fix=fix)
     if "observed_value" in info and "unexpected_count" not in info:
-        return Failure(what, f"observed {info['observed_value']}, {_expected(spec.kwargs)}")
+        observed = f"observed {info['observed_value']}, {_expected(spec.kwargs)}"
+        return Failure(what, observed, fix=fix)
     bad = info.get("unexpected_index_list") or []
     total = info.get("element_count", len(rows))
     observed = f"{info.get('unexpected_count', len(bad))} of {total} rows fail"
     if spec.kwargs.get("mostly", 1) < 1:
         observed += f" (at most {1 - spec.kwargs['mostly']:.0%} may)"
-    show = [c for c in (spec.meta or {}).get("show", ["name"]) if c in rows.columns]
-    lines = [_row(rows.loc[i, show]) for i in bad[:SHOWN]]
-    return Failure(what, observed, lines, max(0, len(bad) - SHOWN))
+    show = [c for c in meta.get("show", ["name"]) if c in rows.columns]
+    lines = [_row(rows.loc[i, show], where) for i in bad[:SHOWN]]
+    return Failure(what, observed, lines, max(0, len(bad) - SHOWN), fix)
 
 
 def _expected(kwargs: dict) -> str:
@@ -170,8 +209,18 @@ def _expected(kwargs: dict) -> str:
     return f"expected at least {lo}" if lo is not None else f"expected at most {hi}"
 
 
-def _row(values: pd.Series) -> str:
-    return "  ".join("(missing)" if _missing(v) else str(v) for v in values)
+def _row(values: pd.Series, where) -> str:
+    """``blur <file>  blur size 64x48  sharp <file>  sharp size 64x40``: labelled values."""
+    cells = []
+    for column, value in values.items():
+        shown = "(missing)" if _missing(value) else str(value)
+        if isinstance(value, float) and not _missing(value):
+            shown = f"{value:.4g}"
+        if column.endswith("_path") and not _missing(value):
+            shown = where(shown)
+        label = LABELS.get(str(column), str(column).replace("_", " "))
+        cells.append(f"{label} {shown}")
+    return "  ".join(cells)
 
 
 def _missing(value) -> bool:

@@ -1,9 +1,13 @@
-"""One process or many: torchrun's environment -> a process group, and who may write."""
+"""One process or many: torchrun's environment -> a process group, who may write, and how
+a failure on one rank ends them all with the one line that explains it."""
 
 from __future__ import annotations
 
 import os
+import signal
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -29,6 +33,8 @@ def init(device: str = "auto") -> World:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = devices.resolve(device, local_rank)
+    global _launcher_pid
+    _launcher_pid = _launcher() if size > 1 else None
     if size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -56,3 +62,50 @@ def all_finite(world: World, value: torch.Tensor) -> bool:
 def shutdown(world: World) -> None:
     if world.size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# --------------------------------------------------------------------------- failing together
+#
+# A clean error (DeblurError) on one rank used to be followed by the other ranks' gloo
+# tracebacks (their peer vanished mid-collective) and by torchrun's own ChildFailedError
+# report: ~100 lines around the one that matters. torchrun has no quiet mode, and any worker
+# exiting non-zero makes it print that report. So the rank that fails for a reason it can
+# explain ends the launcher first (SIGKILL: the one signal torchrun does not turn into a
+# report), then prints its line and exits; its peers, whose collectives then break, see the
+# launcher gone and leave without a word. The shell sees exit status 137 (128 + SIGKILL).
+
+PEER_GRACE = 5.0  # seconds a rank whose collective broke waits to see the launcher ended
+_launcher_pid: int | None = None  # torchrun's pid, noted when this rank joined
+
+
+def _launcher() -> int | None:
+    """torchrun's pid when this process is one of its workers, else None."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    parent = os.getppid()
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return None  # no /proc: leave the launcher alone, its report is only noise
+    if b"torchrun" in command or b"torch.distributed.run" in command:
+        return parent
+    return None
+
+
+def end_launcher(world: World) -> None:
+    """Before this rank exits with a clean error: end torchrun, so it adds no report."""
+    if world.size > 1 and _launcher_pid is not None and os.getppid() == _launcher_pid:
+        os.kill(_launcher_pid, signal.SIGKILL)
+
+
+def peer_failed(world: World, grace: float = PEER_GRACE) -> bool:
+    """After an unexpected error on this rank: was it a peer's clean failure (the launcher
+    ended by end_launcher), so this rank should leave quietly?"""
+    if world.size <= 1 or _launcher_pid is None:
+        return False
+    deadline = time.monotonic() + grace
+    while os.getppid() == _launcher_pid:  # reparented once the launcher is gone
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

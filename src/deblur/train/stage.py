@@ -46,27 +46,38 @@ def run(
     """
     world = distributed.init(device)
     try:
-        if world.main:
-            tracking.setup()  # an unreachable server should fail now, not after the data loads
-        trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
-        if resume:
-            trainer.restore(checkpoint.load_state(kind))
-        if world.main:
-            with tracking.stage_run(
-                f"train-{kind}", params, logged=logged_params(kind, params)
-            ) as mlflow_run:
-                summary = _epochs(trainer, stop_after, mlflow_run.info.run_id)
-                tracking.log_artifacts([paths.train_plot(kind)])
-                if summary["complete"]:
-                    mv = tracking.register_trained(kind, paths.checkpoint(kind))
-                    summary["registered_version"] = int(mv.version)
-                fsutil.write_json(paths.train_metrics(kind), summary)
-        else:
-            summary = _epochs(trainer, stop_after, None)
-        distributed.barrier(world)
-        return summary
+        return _run(kind, params, world, resume, stop_after)
+    except DeblurError:
+        distributed.end_launcher(world)  # torchrun would bury this rank's one line
+        raise
+    except Exception:
+        if distributed.peer_failed(world):  # a peer said why, in one line: add nothing
+            raise SystemExit(1) from None
+        raise
     finally:
         distributed.shutdown(world)
+
+
+def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict[str, Any]:
+    if world.main:
+        tracking.setup()  # an unreachable server should fail now, not after the data loads
+    trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
+    if resume:
+        trainer.restore(checkpoint.load_state(kind))
+    if world.main:
+        with tracking.stage_run(
+            f"train-{kind}", params, logged=logged_params(kind, params)
+        ) as mlflow_run:
+            summary = _epochs(trainer, stop_after, mlflow_run.info.run_id)
+            tracking.log_artifacts([paths.train_plot(kind)])
+            if summary["complete"]:
+                mv = tracking.register_trained(kind, paths.checkpoint(kind))
+                summary["registered_version"] = int(mv.version)
+            fsutil.write_json(paths.train_metrics(kind), summary)
+    else:
+        summary = _epochs(trainer, stop_after, None)
+    distributed.barrier(world)
+    return summary
 
 
 def _log_steps(step: int, loss: float) -> None:
