@@ -13,6 +13,12 @@ from deblur import config
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Registry models the tests load are cached in a temporary folder, not ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough to render, validate and preprocess in a second or two.
