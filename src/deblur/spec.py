@@ -17,6 +17,7 @@ from torch import nn
 
 from deblur import kinds, models, paths, tracking
 from deblur.errors import DeblurError
+from deblur.models.blocks import pad_to_multiple
 
 FORMS = (
     "gan, ae, a checkpoint path (*.pt), an ONNX export (*.onnx) "
@@ -115,8 +116,6 @@ class OnnxModel(nn.Module):
         self.multiple = int(meta["deblur.multiple"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from deblur.models.blocks import pad_to_multiple
-
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x.detach().float().cpu(), self.multiple)
         out = self.session.run(None, {ONNX_INPUT: np.ascontiguousarray(padded.numpy())})[0]

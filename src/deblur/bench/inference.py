@@ -28,8 +28,10 @@ from deblur.config import Params
 from deblur.data.images import to_float, to_uint8, write_png
 from deblur.data.photo import encode_png
 from deblur.device import native_bf16
+from deblur.export import export_onnx
 from deblur.infer import deblur_image, tile_count
 from deblur.predict import predict as predict_files
+from deblur.spec import OnnxModel
 
 # "Same result" as eager: float32 paths only reorder sums, bfloat16 keeps 8 bits of mantissa.
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
@@ -83,10 +85,7 @@ def _checkpoint_file(kind: str, model: nn.Module, params: Params, tmp: Path) -> 
 def _onnx(kind: str, checkpoint: Path, tmp: Path):
     """(an ONNX Runtime model, None) through deblur.export, or (None, why not)."""
     try:
-        import onnxruntime  # noqa: F401
-
-        from deblur.export import export_onnx
-        from deblur.spec import OnnxModel
+        import onnxruntime  # noqa: F401  (an optional dependency: its absence is a note)
     except ImportError:
         return None, "onnx export not available"
     try:

@@ -23,7 +23,9 @@ import pandas as pd
 import torch
 
 from deblur import device as devices
-from deblur import fsutil, paths, spec
+from deblur import fsutil, paths, spec, tracking
+from deblur import models as zoo
+from deblur.data.dataset import PairStore
 from deblur.data.images import resize_square, to_uint8
 from deblur.evaluate import baselines, tables
 from deblur.infer import deblur_image
@@ -142,8 +144,6 @@ def version_tags(metrics: dict) -> dict[str, dict[str, float]]:
 def open_stores(params):
     """(test, train) pairs of data/processed: test at full resolution under either protocol,
     train as preprocessed (the GAN's squares when preprocess.protocol is resize)."""
-    from deblur.data.dataset import PairStore
-
     test = PairStore(root=paths.PROCESSED, split="test")
     kind = "gan" if params.preprocess.protocol == "resize" else None
     return test, PairStore(root=paths.PROCESSED, split="train", kind=kind)
@@ -151,9 +151,6 @@ def open_stores(params):
 
 def run(params, device: str = "auto") -> dict:
     """The DVC stage: models/*.pt + the test split -> reports/*.csv, metrics/eval.json, MLflow."""
-    from deblur import models as zoo
-    from deblur import tracking
-
     dev = devices.resolve(device)
     loaded = {kind: spec.load(kind, device=dev) for kind in KINDS}
     test, train = open_stores(params)

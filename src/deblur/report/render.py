@@ -20,7 +20,8 @@ import yaml
 
 from deblur import fsutil, paths, runs, spec, tracking
 from deblur.config import flatten
-from deblur.data.images import to_uint8
+from deblur.data.dataset import PairStore
+from deblur.data.images import read_rgb, to_uint8
 from deblur.errors import DeblurError
 from deblur.evaluate import tables
 from deblur.infer import deblur_image
@@ -187,7 +188,6 @@ def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
 
 def photo_figure(models, params, out_dir: Path) -> Path | None:
     """Before and after on a real motion-blurred photograph (no ground truth to score)."""
-    from deblur.data.images import read_rgb
 
     source = real_photo()
     if source is None:
@@ -308,8 +308,6 @@ def run(params, models=None, store=None) -> list[Path]:
     if models is None:
         models = {kind: spec.load(kind) for kind in KINDS}
     if store is None:
-        from deblur.data.dataset import PairStore
-
         store = PairStore(root=paths.PROCESSED, split="test")
     # Drawn into a fresh folder that replaces figures/ whole: no stale sample from a past run.
     with fsutil.atomic_dir(paths.FIGURES) as fig_dir:
