@@ -228,7 +228,7 @@ def serve(
     p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
     from deblur.serve.app import run
 
-    run(host, port, p.evaluate.tile, p.evaluate.overlap, device)
+    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
 
 
 @app.command()
