@@ -71,6 +71,7 @@ def test_health_and_models(url):
     assert health["status"] == "ok" and health["models"] == ["gan", "ae"]
     assert health["queue"] == {
         "running": False,
+        "stopping": False,
         "waiting": 0,
         "ran": 0,
         "refused": 0,

@@ -228,11 +228,16 @@ def create_app(
     @app.get("/health")
     def health():
         with queue.cond:
-            running, waiting = queue.running is not None, len(queue.waiting)
+            running, waiting = queue.running, len(queue.waiting)
         return {
             "status": "ok",
             "models": [k for k, s in served.items() if s.model is not None],
-            "queue": {"running": running, "waiting": waiting, **queue.counts},
+            "queue": {
+                "running": running is not None,
+                "stopping": running is not None and running.cancel,
+                "waiting": waiting,
+                **queue.counts,
+            },
             "last_upload": {"read": tally.read, "written": tally.written},
         }
 

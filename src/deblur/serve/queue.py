@@ -105,10 +105,10 @@ class Queue:
         whole = rate * job.megapixels / 1e3
         if job.state != "running" or job.started is None:
             return whole
-        elapsed = time.monotonic() - job.started
         if job.tiles_done:
+            elapsed = time.monotonic() - job.started
             return elapsed / job.tiles_done * (job.tiles_total - job.tiles_done)
-        return max(whole - elapsed, 0.0)
+        return whole
 
     def _ahead(self, job: Job | None) -> list[Job]:
         """Jobs that run before ``job`` ends, ``job`` included (all queued work for None)."""
@@ -140,6 +140,8 @@ class Queue:
             return self.running is not None and len(self.waiting) >= self.max_waiting
 
     def busy_error(self) -> UploadError:
+        """The 503 a request gets when the queue is full (counted as a refusal)."""
+        self.counts["refused"] += 1
         wait = self.retry_after()
         return UploadError(
             503,
@@ -153,7 +155,6 @@ class Queue:
         with self.cond:
             self._sweep()
             if self.running is not None and len(self.waiting) >= self.max_waiting:
-                self.counts["refused"] += 1
                 raise self.busy_error()
             self.jobs[job.id] = job
             self.waiting.append(job)
@@ -286,7 +287,7 @@ class Queue:
             "height": job.height,
             "position": position,
             "tiles": {"done": job.tiles_done, "total": job.tiles_total},
-            "eta_s": round(eta, 1) if job.state in ("queued", "running") else 0.0,
+            "eta_s": round(eta, 2) if job.state in ("queued", "running") else 0.0,
         }
         if job.state == "done":
             body["ms"] = round(job.ms)
