@@ -137,7 +137,11 @@ class Queue:
     def full(self) -> bool:
         with self.cond:
             self._sweep()
-            return self.running is not None and len(self.waiting) >= self.max_waiting
+            return self._full()
+
+    def _full(self) -> bool:
+        # Counted as running + waiting: a job not yet picked up by the worker still waits.
+        return len(self.waiting) + (self.running is not None) > self.max_waiting
 
     def busy_error(self) -> UploadError:
         """The 503 a request gets when the queue is full (counted as a refusal)."""
@@ -154,7 +158,7 @@ class Queue:
         """Queue ``job``, or raise a 503 with Retry-After when the queue is full."""
         with self.cond:
             self._sweep()
-            if self.running is not None and len(self.waiting) >= self.max_waiting:
+            if self._full():
                 raise self.busy_error()
             self.jobs[job.id] = job
             self.waiting.append(job)
