@@ -171,6 +171,12 @@ def test_finished_results_expire(gated):
         assert gone.json()["detail"] == f"no job {job}: unknown, or its result has expired"
         assert not list(app.state.folder.iterdir())  # its upload and result are deleted
 
+    with in_thread(app_with(gated)) as url:  # kept until fetched or deleted
+        job = submit(url, random_image(30, 30)).json()["id"]
+        until(lambda: status(url, job).get("state") == "done", "the job")
+        assert requests.delete(f"{url}/api/jobs/{job}", timeout=10).status_code == 204
+        assert requests.get(f"{url}/api/jobs/{job}/result", timeout=10).status_code == 404
+
 
 def test_a_full_queue_answers_503_with_retry_after(gated):
     with in_thread(app_with(gated, max_waiting=1)) as url:
@@ -185,10 +191,14 @@ def test_a_full_queue_answers_503_with_retry_after(gated):
         assert refused.json()["detail"].startswith("the server is busy (1 waiting, the most it")
         assert refused.json()["detail"].endswith(f"about {refused.headers['retry-after']} s")
         assert submit(url, random_image(30, 30)).status_code == 503  # the job API too
+        # A body of some size is read and dropped, so the client gets the 503, not a reset.
+        files = {"file": ("big.png", np.random.default_rng(0).bytes(3 * 2**20))}
+        big = requests.post(url + "/api/deblur", files=files, timeout=60)
+        assert big.status_code == 503 and "retry-after" in big.headers
 
         gated.permits.release(2)
         until(lambda: status(url, waiting.json()["id"])["state"] == "done", "the queue to drain")
-        assert health(url)["refused"] == 2 and gated.calls == 2
+        assert health(url)["refused"] == 3 and gated.calls == 2
         gated.permits.release(1)
         assert submit(url, random_image(30, 30), path="/api/deblur").status_code == 200
 

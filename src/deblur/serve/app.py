@@ -176,9 +176,10 @@ def create_app(
 
     async def admit(request: Request, png: bool = False, polled: bool = False) -> Job:
         """Stream the upload to disk, check its header, queue it: -> its job."""
-        if queue.full():  # refuse before reading a byte of the body
+        if queue.full():  # refuse before writing a byte of the body
             err = queue.busy_error()
-            raise UploadError(err.status, str(err), err.headers, close=True)
+            drained = await uploads.discard(request, max_bytes)
+            raise UploadError(err.status, str(err), err.headers, close=not drained)
         job_dir = Path(tempfile.mkdtemp(dir=folder))
         try:
             form = await uploads.receive(request, job_dir / "upload", tally, max_bytes)
@@ -298,7 +299,10 @@ def create_app(
 
     @app.delete("/api/jobs/{job_id}", status_code=204)
     def cancel_job(job_id: str):
-        queue.cancel(known(job_id))
+        job = known(job_id)
+        queue.cancel(job)
+        if job.ended is not None:  # finished already: its result is not wanted any more
+            queue.forget(job)
         return Response(status_code=204)
 
     return app

@@ -28,7 +28,8 @@ from pathlib import Path
 from deblur.serve.uploads import UploadError
 
 # A job created through the job API whose page stops polling for this long is dropped.
-ABANDONED_S = 30.0
+# Browsers slow the timers of a hidden tab to one a minute after a while: more than that.
+ABANDONED_S = 90.0
 # The ms-per-megapixel estimate follows recent jobs: each new one weighs this much.
 RATE_WEIGHT = 0.3
 

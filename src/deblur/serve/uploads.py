@@ -192,6 +192,17 @@ async def receive(request, path: Path, tally: Tally, max_bytes: int = MAX_BYTES)
     return handler.form
 
 
+async def discard(request, max_bytes: int = MAX_BYTES) -> bool:
+    """Read and drop a body that will be refused anyway (a full queue), so the client reads
+    the answer instead of a reset connection; False if it ran past the cap (then close)."""
+    seen = 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > max_bytes + FORM_SLACK:
+            return False
+    return True
+
+
 # --------------------------------------------------------------------------- checks
 
 
