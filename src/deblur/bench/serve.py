@@ -115,8 +115,9 @@ def one_upload(url: str, body: bytes, model: str) -> tuple[int, float]:
             timeout=3600,
         )
         status = res.status_code
-    except requests.RequestException:
+    except requests.RequestException as exc:
         status = 0  # the connection broke: counted under "other"
+        say(f"serve: a client's upload failed: {type(exc).__name__}: {str(exc)[:200]}")
     return status, time.perf_counter() - start
 
 
@@ -144,6 +145,9 @@ def run_level(url: str, pid: int, size: str, hw: tuple[int, int], clients: int, 
         level.wall_s = time.perf_counter() - start
     level.peak_rss_mb = sampler.peak
     level.statuses = [s for s, _ in results]
+    odd = sorted({s for s in level.statuses if s not in (200, 503)})
+    if odd:
+        say(f"serve: {clients} x {size}: answers other than 200 and 503: {odd}")
     level.latencies = [t for s, t in results if s == 200]
     return level
 
