@@ -5,6 +5,7 @@ Each kind of bad request gets its status and a one-line JSON message, never a 50
 
 from __future__ import annotations
 
+import io
 import json
 import select
 import socket
@@ -12,8 +13,10 @@ import struct
 import zlib
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 from servers import in_thread
 from tiny_models import save_tiny
 
@@ -156,3 +159,38 @@ def test_unknown_jobs_and_routes_are_json_404(url):
     assert res.status_code == 404 and res.json() == {"detail": "Not Found"}
     res = requests.put(url + "/api/deblur", timeout=10)
     assert res.status_code == 405 and res.json() == {"detail": "Method Not Allowed"}
+
+
+def test_uploads_side_by_side_each_get_the_whole_cap(url):
+    """Two uploads of 1.5 MB interleaved: 3 MB in flight together, each under the 2 MB cap."""
+    where = urlparse(url)
+    pixels = np.random.default_rng(0).integers(0, 256, (720, 700, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")  # noise: ~1.5 MB, no compression
+    boundary = "sidebyside"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n'
+        ).encode()
+        + buf.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    assert 1.3 * MB < len(body) < CAP
+    head = (
+        f"POST /api/png HTTP/1.1\r\nHost: {where.netloc}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    socks = [socket.create_connection((where.hostname, where.port)) for _ in range(2)]
+    half = len(body) * 4 // 5
+    for sock in socks:  # both well under way before either ends
+        sock.sendall(head + body[:half])
+    for sock in socks:
+        sock.sendall(body[half:])
+    for sock in socks:
+        sock.settimeout(60)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:300]

@@ -163,12 +163,13 @@ async def receive(request, path: Path, tally: Tally, max_bytes: int = MAX_BYTES)
         )
     }
     parser = MultipartParser(options[b"boundary"], callbacks)
-    tally.read = tally.written = 0
+    tally.read = tally.written = read = 0
     limit = max_bytes + FORM_SLACK
     try:
         async for chunk in request.stream():
-            tally.read += len(chunk)
-            if tally.read > limit:
+            read += len(chunk)  # this request's own count: uploads run side by side
+            tally.read = read
+            if read > limit:
                 name = handler.form.name or "the upload"
                 raise UploadError(
                     413,
