@@ -190,4 +190,3 @@ def test_a_large_photo_shows_its_progress(chromium, demo, tmp_path):
         target = REPO / "reports" / "figures" / "web_demo_progress.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
-    shutil.copyfile(shot, Path(os.environ.get("DEBLUR_SHOT_DIR", tmp_path)) / "progress.png")
