@@ -97,10 +97,6 @@ def load_models(device: torch.device) -> dict[str, Served]:
     return served
 
 
-def result_name(name: str) -> str:
-    return uploads.result_name(name)
-
-
 # --------------------------------------------------------------------------- the app
 
 
