@@ -17,6 +17,8 @@ from PIL import Image
 from servers import free_port, running
 from tiny_models import save_tiny
 
+from deblur.infer import tile_count
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -29,6 +31,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 REPO = Path(__file__).resolve().parents[1]
+TILE, OVERLAP = 128, 32  # serve.tile in the demo's params; evaluate.overlap's default
 
 
 @pytest.fixture
@@ -66,6 +69,8 @@ def demo(tmp_path):
             shutil.copyfile(trained, tmp_path / "models" / f"{kind}.pt")  # a real picture
         else:
             save_tiny(tmp_path / "models" / f"{kind}.pt", kind, nudge=0.01)
+    # Small tiles, so a modest photo takes many of them and its progress can be watched.
+    (tmp_path / "params.yaml").write_text(f"serve:\n  tile: {TILE}\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     url = f"http://127.0.0.1:{port}"
@@ -126,5 +131,62 @@ def test_upload_compare_and_download(chromium, demo, tmp_path):
             browser.close()
     if os.environ.get("DEBLUR_SCREENSHOT"):
         target = REPO / "reports" / "figures" / "web_demo.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
+
+
+# Every text and value the progress card shows, as the page changes it.
+RECORD_PROGRESS = """() => {
+  window.seen = [];
+  const note = () => window.seen.push([
+    document.querySelector("#progress-text").textContent,
+    document.querySelector("#progress").value,
+    document.querySelector("#progress").max,
+  ]);
+  new MutationObserver(note).observe(document.querySelector("#busy"),
+    { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+
+def test_a_large_photo_shows_its_progress(chromium, demo, tmp_path):
+    width, height = 960, 720
+    photo = tmp_path / "big.jpg"
+    Image.fromarray(blurry_photo()).resize((width, height)).save(photo, quality=90)
+    total = tile_count(height, width, TILE, OVERLAP)
+    assert total > 20
+
+    with chromium() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(demo)
+            page.wait_for_selector("input[name=model][value=gan]:checked")
+            page.set_input_files("#file", str(photo))
+            page.evaluate(RECORD_PROGRESS)
+            page.click("#run")
+            # Mid-way: the bar has moved but not finished.
+            page.wait_for_function(
+                "(() => { const p = document.querySelector('#progress');"
+                " return p.hasAttribute('value') && p.value > 0 && p.value < p.max; })()",
+                timeout=120_000,
+            )
+            shot = tmp_path / "progress.png"
+            page.screenshot(path=str(shot))
+            text = page.inner_text("#progress-text")
+            assert text.startswith("Deblurring · tile ") and text.endswith(f" of {total}")
+            assert page.inner_text("#progress-eta").startswith("about ")
+            page.wait_for_selector("#download:not([hidden])", timeout=180_000)
+            assert page.is_hidden("#busy") and page.is_hidden("#error")
+            seen = page.evaluate("window.seen")
+            size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+            assert size == [width, height]
+        finally:
+            browser.close()
+    shown = sorted({int(v) for text, v, top in seen if "tile" in text and top == total})
+    # The bar moved through several values on its way, and never past the total.
+    assert len([v for v in shown if 0 < v < total]) >= 2, seen
+    assert shown[-1] <= total
+    if os.environ.get("DEBLUR_SCREENSHOT"):
+        target = REPO / "reports" / "figures" / "web_demo_progress.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)

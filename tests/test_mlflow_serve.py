@@ -1,11 +1,14 @@
-"""A registered model behind `mlflow models serve`, over HTTP, on two image sizes.
+"""A registered model behind `mlflow models serve`, over HTTP, with image files.
 
-The REST request is MLflow's tensor form, ``{"inputs": N x 3 x H x W nested lists}``; the
-answer is ``{"predictions": ...}`` of the same shape (mlflow/pyfunc/scoring_server).
+The REST request is a string column of base64 image files, ``{"dataframe_records":
+[{"image": ...}]}``; the answer ``{"predictions": [{"image": <base64 PNG>}]}``
+(deblur.pyfunc; mlflow/pyfunc/scoring_server).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import sys
@@ -16,48 +19,73 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from servers import free_port, running
 from tiny_models import random_image, save_tiny
 
 from deblur import config, infer, tracking
+from deblur.data.images import to_uint8
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # importing mlflow and torch in a fresh process, on a busy machine
+
+
+def encode(image: np.ndarray, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def decode(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """deblur-gan v1 @champion in a fresh SQLite store, from a tiny checkpoint.
 
-    -> (the store's folder, the model). Registering takes seconds: once for the module.
+    -> (the store's folder, the model, what logging it printed). Registering takes
+    seconds: once for the module.
     """
     root = tmp_path_factory.mktemp("registry")
+    log = root / "register.log"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         model = save_tiny(ckpt := root / "models" / "gan.pt", "gan")
-        with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-            mv = tracking.register_trained("gan", ckpt)
+        # What MLflow prints while logging (its warnings go to its logger and to stderr).
+        import logging
+
+        handler = logging.FileHandler(log)
+        logging.getLogger("mlflow").addHandler(handler)
+        try:
+            with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
+                mv = tracking.register_trained("gan", ckpt)
+        finally:
+            logging.getLogger("mlflow").removeHandler(handler)
         tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
-    return root, model
+    return root, model, log.read_text()
 
 
 @pytest.fixture
 def champion(store, monkeypatch):
     """The store as this test's cwd and tracking URI, with no models/ to fall back on."""
-    root, model = store
+    root, model, _ = store
     monkeypatch.chdir(root / "models")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return model
 
 
-def invoke(url: str, batch: np.ndarray) -> np.ndarray:
-    body = json.dumps({"inputs": batch.tolist()}).encode()
+def invoke(url: str, records: list[dict]) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_records": records}).encode()
     req = urllib.request.Request(
         url + "/invocations", data=body, headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return np.asarray(json.load(resp)["predictions"], dtype=np.float32)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.load(resp)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
 
 
 def test_demo_page_serves_the_champion(champion):
@@ -72,7 +100,19 @@ def test_demo_page_serves_the_champion(champion):
     assert find_model("ae", torch.device("cpu")).model is None  # no champion, no models/ae.pt
 
 
-def test_champion_serves_any_image_size(champion, store):
+def test_the_model_is_logged_from_code_with_nothing_pickled(champion, store):
+    import mlflow
+
+    printed = store[2]
+    assert "pickle" not in printed.lower(), printed
+    local = Path(mlflow.artifacts.download_artifacts("models:/deblur-gan@champion"))
+    assert not list(local.rglob("*.pkl"))
+    info = mlflow.models.get_model_info("models:/deblur-gan@champion")
+    assert info.signature.inputs.input_names() == ["image"]
+    assert info.signature.outputs.input_names() == ["image"]
+
+
+def test_champion_serves_image_files(champion, store):
     root = store[0]
     log = root / f"serve-{os.getpid()}.log"  # a file, not a pipe nobody drains
     port = free_port()
@@ -88,11 +128,18 @@ def test_champion_serves_any_image_size(champion, store):
     cmd += ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
     with running(cmd, url, "/ping", log, timeout=START_TIMEOUT, env=env, cwd=root):
         # 24x32 is the logged input example's size; 37x53 is not, nor a multiple of 4.
-        for h, w in [(24, 32), (37, 53)]:
-            images = [random_image(h, w, seed) for seed in (1, 2)]
-            batch = np.stack([im.transpose(2, 0, 1) for im in images]).astype(np.float32) / 255
-            got = invoke(url, batch)
-            assert got.shape == (2, 3, h, w)
-            for image, result in zip(images, got, strict=True):
-                want = infer.deblur_image(champion, image).transpose(2, 0, 1)
-                assert np.abs(result - want).max() < 1e-5, (h, w)
+        images = [random_image(24, 32, 1), random_image(37, 53, 2)]
+        records = [{"image": encode(images[0])}, {"image": encode(images[1], "JPEG")}]
+        status, answer = invoke(url, records)
+        assert status == 200, answer
+        got = [decode(row["image"]) for row in answer["predictions"]]
+        want = [to_uint8(infer.deblur_image(champion, images[0]))]
+        np.testing.assert_array_equal(got[0], want[0])  # the one inference path
+        assert got[1].shape == (37, 53, 3)
+
+        status, answer = invoke(url, [{"image": "not base64!"}])
+        assert status == 400
+        assert "row 0: `image` is not base64" in answer["message"]
+        bomb = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
+        status, answer = invoke(url, [{"image": bomb}])
+        assert status == 400 and "row 0: `image` is not an image file" in answer["message"]

@@ -67,9 +67,16 @@ def post(url: str, data: bytes, name: str = "photo.png", model: str = "gan", pat
 
 
 def test_health_and_models(url):
-    assert requests.get(url + "/health", timeout=10).json() == {
-        "status": "ok",
-        "models": ["gan", "ae"],
+    health = requests.get(url + "/health", timeout=10).json()
+    assert health["status"] == "ok" and health["models"] == ["gan", "ae"]
+    assert health["queue"] == {
+        "running": False,
+        "stopping": False,
+        "waiting": 0,
+        "ran": 0,
+        "refused": 0,
+        "expired": 0,
+        "cancelled": 0,
     }
     info = requests.get(url + "/api/models", timeout=10).json()
     assert [(m["kind"], m["available"]) for m in info["models"]] == [("gan", True), ("ae", True)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import subprocess
 import sys
@@ -12,8 +14,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from deblur import config, models, paths
+from deblur.data.images import png_bytes
 from deblur.errors import DeblurError
 
 
@@ -65,10 +69,11 @@ def test_registered_model_accepts_any_size(trained_project, smoke_params):
     fit("ae", config.parse(smoke_params(epochs=1)), device="cpu")
     tracking.setup()
     loaded = mlflow.pyfunc.load_model("models:/deblur-ae/1")
-    for h, w in [(24, 32), (37, 53)]:
-        x = np.random.default_rng(0).random((1, 3, h, w), dtype=np.float32)
-        y = loaded.predict(x)
-        assert y.shape == (1, 3, h, w) and np.isfinite(y).all()
+    for h, w in [(24, 32), (37, 53)]:  # base64 image files in, base64 PNGs out (pyfunc.py)
+        x = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        y = loaded.predict(pd.DataFrame({"image": [base64.b64encode(png_bytes(x)).decode()]}))
+        out = Image.open(io.BytesIO(base64.b64decode(y["image"][0])))
+        assert out.size == (w, h) and out.mode == "RGB"
 
 
 def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):

@@ -37,3 +37,18 @@ def tune() -> str:
     ):
         return "untouched (mallopt refused the thresholds)"
     return f"glibc mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim {TRIM_THRESHOLD >> 20} MiB"
+
+
+def release() -> bool:
+    """Hand freed heap back to the kernel now (glibc's malloc_trim); False where unsupported.
+
+    The trim threshold above keeps up to 1 GiB per malloc arena for the next request; a
+    server going idle calls this so that reserve does not outlive the burst that built it.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -224,11 +224,36 @@ def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny sizes, 1 repeat, no torch.compile: a check.")
     ] = False,
+    serve_load: Annotated[
+        bool,
+        typer.Option(
+            "--serve", help="Instead: load-test `deblur serve` on loopback (see --clients)."
+        ),
+    ] = False,
+    clients: Annotated[
+        str, typer.Option(help="With --serve: concurrent clients per level, comma-separated.")
+    ] = "1,8,50",
+    sizes: Annotated[
+        str, typer.Option(help="With --serve: photo sizes, from 720p and 20mp.")
+    ] = "720p,20mp",
 ) -> None:
     """Measure inference per path, training, data loading and a no-op `dvc repro`.
 
     Each number is a median after a warm-up; all of them also go to reports/bench.csv.
+    With --serve: the demo server's throughput, latency, 503s and RSS under load instead.
     """
+    if serve_load:
+        from deblur.bench import serve as load
+
+        try:
+            counts = [int(c) for c in clients.split(",") if c.strip()]
+        except ValueError:
+            raise DeblurError(f"--clients {clients}: give whole numbers, e.g. 1,8,50") from None
+        if not counts or min(counts) < 1:
+            raise DeblurError(f"--clients {clients}: give positive numbers, e.g. 1,8,50")
+        names = ["tiny", "small"] if quick and sizes == "720p,20mp" else sizes.split(",")
+        load.run(counts, [n.strip() for n in names], quick=quick, as_json=as_json)
+        return
     p = _params(params)
     from deblur.bench import run
 
@@ -252,7 +277,7 @@ def serve(
     p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
     from deblur.serve.app import run
 
-    run(host, port, p.evaluate.tile, p.evaluate.overlap, device)
+    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
 
 
 @app.command()

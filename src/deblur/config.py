@@ -227,6 +227,10 @@ class ServeConfig(Strict):
 
     max_waiting: int = Field(8, ge=0, le=1000, description="requests queued behind the running one")
     timeout_s: float = Field(120.0, gt=0.0, description="longest wait in the queue before refusal")
+    keep_s: float = Field(300.0, gt=0.0, description="how long a finished job's result is kept")
+    tile: int | None = Field(
+        None, ge=32, description="tile side for served images; None: evaluate.tile"
+    )
 
 
 # --------------------------------------------------------------------------- verification

@@ -297,12 +297,15 @@ def log_artifacts(paths: list[str | os.PathLike], artifact_path: str | None = No
 
 
 def model_signature():
-    """Height and width free: a signature inferred from an example would pin them."""
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    """Base64 image files in, base64 PNGs out (deblur.pyfunc), one string column each.
 
-    spec = Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))])
-    return ModelSignature(inputs=spec, outputs=spec)
+    Any image size goes through: a column of strings pins no height or width.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    column = Schema([ColSpec("string", "image")])
+    return ModelSignature(inputs=column, outputs=column)
 
 
 def _requirements() -> list[str]:
@@ -310,8 +313,22 @@ def _requirements() -> list[str]:
 
     return [
         f"{pkg}=={version(pkg)}"
-        for pkg in ("torch", "numpy", "scikit-image", "pyyaml", "pydantic", "mlflow")
-    ]
+        for pkg in ("torch", "numpy", "pandas", "pillow", "scikit-image", "pyyaml", "pydantic")
+    ] + [f"mlflow=={version('mlflow')}"]
+
+
+def _input_example():
+    """A small image as the REST request carries it: what MLflow validates the model with."""
+    import base64
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
 def log_model(kind: str, checkpoint: str | os.PathLike):
@@ -321,14 +338,13 @@ def log_model(kind: str, checkpoint: str | os.PathLike):
     import deblur
 
     package = Path(deblur.__file__).parent
-    example = np.random.default_rng(0).random((1, 3, 24, 32), dtype=np.float32)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "pyfunc.py"),  # models-from-code: nothing pickled
         artifacts={"checkpoint": str(checkpoint)},
         code_paths=[str(package)],
         signature=model_signature(),
-        input_example=example,
+        input_example=_input_example(),
         pip_requirements=_requirements(),
         registered_model_name=registered_name(kind),
     )

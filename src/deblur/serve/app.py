@@ -5,51 +5,55 @@ checkpoint in models/; both are loaded once, at start-up. Every request goes thr
 deblur.infer.deblur_image, the path behind `deblur predict` and the evaluation tables, so
 the page shows exactly what the reported numbers measure.
 
-API: ``POST /api/deblur`` (multipart ``file`` + ``model``) -> PNG; ``POST /api/png`` -> the
-upload itself as an upright PNG (for inputs a browser cannot show, such as TIFF);
-``GET /api/models``; ``GET /health``.
+API (every error is JSON ``{"detail": "one line"}`` with its status):
+
+- ``POST /api/deblur`` (multipart ``file`` + ``model``) -> the PNG, when its turn comes;
+- ``POST /api/jobs`` (same form) -> 202 ``{"id", ...}``; ``GET /api/jobs/{id}`` -> state,
+  queue position, tiles done of total, ETA; ``GET /api/jobs/{id}/result`` -> the PNG;
+  ``DELETE /api/jobs/{id}`` cancels. The page uses these, to show progress;
+- ``POST /api/png`` -> the upload itself as an upright PNG (for TIFF, which browsers
+  cannot show); ``GET /api/models``; ``GET /health``.
+
+Admission (serve/queue.py): one job runs, ``serve.max_waiting`` wait, the rest get 503
+with Retry-After. Uploads are streamed to disk under a byte cap (serve/uploads.py).
 """
 
 from __future__ import annotations
 
-import io
+import asyncio
 import os
-import re
+import shutil
 import socket
+import sys
 import tempfile
-import threading
-import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 
+from deblur import allocator, paths, spec
 from deblur import device as devices
-from deblur import paths, spec
-from deblur.data.images import png_bytes, to_uint8
+from deblur.config import ServeConfig
+from deblur.data.images import to_uint8, write_png
 from deblur.errors import DeblurError
-from deblur.infer import OVERLAP, TILE, deblur_image
+from deblur.infer import OVERLAP, TILE, deblur_image, tile_count
 from deblur.kinds import KINDS, LABELS
+from deblur.serve import uploads
+from deblur.serve.queue import Job, Queue
+from deblur.serve.uploads import ACCEPTED, MAX_BYTES, MAX_PIXELS, UploadError
 
 STATIC = Path(__file__).parent / "static"
-MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 24_000_000
-# PIL's format name -> the file suffix the decoder is given (PIL sniffs the content anyway).
-FORMATS = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
-ACCEPTED = "PNG, JPEG, WebP, BMP or TIFF"
-
-
-class UploadError(Exception):
-    """A request the user can fix: its HTTP status and a one-line message for the page."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+# How often a waiting request looks at its job and at its connection.
+POLL_S = 0.1
+WARM_SIDE = 256
 
 
 @dataclass
@@ -93,54 +97,6 @@ def load_models(device: torch.device) -> dict[str, Served]:
     return served
 
 
-# --------------------------------------------------------------------------- uploads
-
-
-def _megabytes(n: int) -> str:
-    return f"{n / 2**20:.1f} MB"
-
-
-def check_upload(name: str, data: bytes) -> str:
-    """Size, type and pixel count of an upload, from its header only; -> the file suffix."""
-    if len(data) > MAX_BYTES:
-        raise UploadError(413, f"{name} is larger than the {_megabytes(MAX_BYTES)} upload limit")
-    try:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header, decodes nothing
-            kind, (w, h) = img.format, img.size
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise UploadError(415, f"{name} is not an image; upload a {ACCEPTED} file") from None
-    if kind not in FORMATS:
-        raise UploadError(415, f"{name} is a {kind} file; upload a {ACCEPTED} file")
-    if w * h > MAX_PIXELS:
-        raise UploadError(
-            413,
-            f"{name} is {w}x{h} ({w * h / 1e6:.1f} MP); the limit is {MAX_PIXELS / 1e6:.0f} MP, "
-            "downscale it first",
-        )
-    return FORMATS[kind]
-
-
-def decode_upload(name: str, data: bytes) -> np.ndarray:
-    """The upload as uint8 HxWx3 RGB, upright, through the project's one image reader."""
-    from deblur.data.images import read_rgb
-
-    suffix = check_upload(name, data)
-    with tempfile.TemporaryDirectory(prefix="deblur-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(data)
-        try:
-            return read_rgb(path)
-        except DeblurError as exc:  # its message names the temporary file: name the upload
-            message = str(exc).replace(str(path), name).split("; ")[0]
-            raise UploadError(422, f"{message}; the file looks damaged") from None
-
-
-def result_name(name: str) -> str:
-    """photo.jpg -> photo-deblurred.png, ASCII only (it travels in an HTTP header)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._") or "image"
-    return f"{stem[:80]}-deblurred.png"
-
-
 # --------------------------------------------------------------------------- the app
 
 
@@ -149,37 +105,118 @@ def create_app(
     tile: int = TILE,
     overlap: int = OVERLAP,
     device: str | torch.device = "cpu",
+    limits: ServeConfig | None = None,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    warm: bool = True,
 ):
-    """The FastAPI app; ``served`` defaults to the registry champions / models/*.pt."""
+    """The FastAPI app; ``served`` defaults to the registry champions / models/*.pt.
+
+    ``limits`` is params' serve section (its defaults when None). ``warm`` runs each model
+    once on a small image first, so the first Retry-After and ETA have a rate to go on.
+    """
     device = torch.device(device)
     served = load_models(device) if served is None else served
-    # One image at a time: a 24 MP request holds about 1 GB of float buffers.
-    busy = threading.Lock()
+    limits = limits or ServeConfig()
+    folder = Path(tempfile.mkdtemp(prefix="deblur-serve-"))
+    tally = uploads.Tally()
+
+    def work(job: Job, on_tile) -> None:
+        image = uploads.decode(job.upload, job.name)  # decoded only now, its turn
+        job.upload.unlink(missing_ok=True)
+        if job.kind == "png":
+            write_png(job.result, image)
+            return
+        h, w, _ = image.shape
+        job.tiles_total = tile_count(h, w, tile, overlap)
+        out = deblur_image(served[job.kind].model, image, tile, overlap, device, on_tile=on_tile)
+        del image
+        write_png(job.result, to_uint8(out))
+
+    queue = Queue(
+        work, limits.max_waiting, limits.timeout_s, limits.keep_s, on_idle=allocator.release
+    )
+    if warm:
+        _warm_up(served, queue, tile, overlap, device)
     app = FastAPI(title="deblur", summary="Motion deblurring demo", docs_url="/api/docs")
+    app.state.queue, app.state.tally, app.state.folder = queue, tally, folder
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(UploadError)
     def upload_error(request: Request, exc: UploadError):
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers=exc.headers)
 
-    def read(request: Request, file: UploadFile) -> tuple[str, np.ndarray]:
-        name = Path(file.filename or "upload").name
-        # The declared size makes the clearer message (how large it is); the bounded read
-        # below catches a missing or lying header.
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > MAX_BYTES + 64 * 1024:
-            raise UploadError(
-                413,
-                f"{name} is {_megabytes(declared)}; the upload limit is {_megabytes(MAX_BYTES)}",
-            )
-        return name, decode_upload(name, file.file.read(MAX_BYTES + 1))
+    @app.exception_handler(HTTPException)
+    def http_error(request: Request, exc: HTTPException):
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
-    def pick(kind: str) -> Served:
+    @app.exception_handler(RequestValidationError)
+    def invalid(request: Request, exc: RequestValidationError):
+        detail = "; ".join(str(e.get("msg", e)) for e in exc.errors())
+        return JSONResponse({"detail": f"invalid request: {detail}"}, status_code=422)
+
+    @app.exception_handler(Exception)
+    def internal(request: Request, exc: Exception):
+        traceback.print_exception(exc, file=sys.stderr)
+        return JSONResponse(
+            {"detail": f"internal error ({type(exc).__name__}); the server log has the details"},
+            status_code=500,
+        )
+
+    def pick(kind: str) -> None:
         if kind not in served:
             raise UploadError(400, f"unknown model '{kind}'; choose one of {', '.join(served)}")
         if served[kind].model is None:
             raise UploadError(404, f"the {LABELS[kind]} is not available: {served[kind].missing}")
-        return served[kind]
+
+    async def admit(request: Request, png: bool = False, polled: bool = False) -> Job:
+        """Stream the upload to disk, check its header, queue it: -> its job."""
+        if queue.full():  # refuse before writing a byte of the body
+            err = queue.busy_error()
+            drained = await uploads.discard(request, max_bytes)
+            raise UploadError(err.status, str(err), err.headers, close=not drained)
+        job_dir = Path(tempfile.mkdtemp(dir=folder))
+        try:
+            form = await uploads.receive(request, job_dir / "upload", tally, max_bytes)
+            kind = "png" if png else form.fields.get("model", "gan")
+            if not png:
+                pick(kind)
+            _, w, h = uploads.check_header(form.path, form.name, max_pixels)
+            job = Job(kind, form.name, job_dir, w, h, polled=polled)
+            queue.submit(job)
+        except BaseException:
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        return job
+
+    async def wait(request: Request, job: Job) -> bool:
+        """Until ``job`` ends; False (and the job dropped) if the client has gone first."""
+        while not job.finished.is_set():
+            if await request.is_disconnected():
+                queue.cancel(job)
+                return False
+            queue.sweep()
+            await asyncio.sleep(POLL_S)
+        return True
+
+    def answer(job: Job, headers: dict) -> Response:
+        if job.state != "done":
+            queue.forget(job)
+            raise job.error or UploadError(499, f"{job.name} was cancelled")
+        return FileResponse(
+            job.result,
+            media_type="image/png",
+            headers=headers,
+            background=BackgroundTask(queue.forget, job),
+        )
+
+    def result_headers(job: Job) -> dict:
+        return {
+            "Content-Disposition": f'inline; filename="{uploads.result_name(job.name)}"',
+            "X-Deblur-Model": served[job.kind].source.encode("ascii", "replace").decode(),
+            "X-Deblur-Milliseconds": f"{job.ms:.0f}",
+        }
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -187,36 +224,99 @@ def create_app(
 
     @app.get("/health")
     def health():
-        return {"status": "ok", "models": [k for k, s in served.items() if s.model is not None]}
+        with queue.cond:
+            running, waiting = queue.running, len(queue.waiting)
+        return {
+            "status": "ok",
+            "models": [k for k, s in served.items() if s.model is not None],
+            "queue": {
+                "running": running is not None,
+                "stopping": running is not None and running.cancel,
+                "waiting": waiting,
+                **queue.counts,
+            },
+            "last_upload": {"read": tally.read, "written": tally.written},
+        }
 
     @app.get("/api/models")
     def list_models():
         return {
             "models": [s.describe() for s in served.values()],
-            "limits": {"bytes": MAX_BYTES, "pixels": MAX_PIXELS, "types": ACCEPTED},
+            "limits": {
+                "bytes": max_bytes,
+                "pixels": max_pixels,
+                "types": ACCEPTED,
+                "max_waiting": limits.max_waiting,
+                "timeout_s": limits.timeout_s,
+            },
         }
 
     @app.post("/api/deblur", response_class=Response)
-    def deblur(request: Request, file: UploadFile = File(...), model: str = Form("gan")):
-        choice = pick(model)
-        name, image = read(request, file)
-        with busy:
-            start = time.perf_counter()
-            out = deblur_image(choice.model, image, tile, overlap, device)
-            ms = (time.perf_counter() - start) * 1e3
-        headers = {
-            "Content-Disposition": f'inline; filename="{result_name(name)}"',
-            "X-Deblur-Model": choice.source.encode("ascii", "replace").decode(),
-            "X-Deblur-Milliseconds": f"{ms:.0f}",
-        }
-        return Response(png_bytes(to_uint8(out)), media_type="image/png", headers=headers)
+    async def deblur(request: Request):
+        job = await admit(request)
+        if not await wait(request, job):
+            queue.forget(job)
+            return Response(status_code=499)
+        return answer(job, result_headers(job))
 
     @app.post("/api/png", response_class=Response)
-    def as_png(request: Request, file: UploadFile = File(...)):
-        _, image = read(request, file)
-        return Response(png_bytes(image), media_type="image/png")
+    async def as_png(request: Request):
+        job = await admit(request, png=True)
+        if not await wait(request, job):
+            queue.forget(job)
+            return Response(status_code=499)
+        return answer(job, {})
+
+    @app.post("/api/jobs", status_code=202)
+    async def new_job(request: Request):
+        job = await admit(request, polled=True)
+        return JSONResponse(
+            queue.status(job), status_code=202, headers={"Location": f"/api/jobs/{job.id}"}
+        )
+
+    def known(job_id: str) -> Job:
+        job = queue.get(job_id)
+        if job is None or not job.polled:
+            raise UploadError(404, f"no job {job_id}: unknown, or its result has expired")
+        return job
+
+    @app.get("/api/jobs/{job_id}")
+    def job_status(job_id: str):
+        return queue.status(known(job_id))
+
+    @app.get("/api/jobs/{job_id}/result", response_class=Response)
+    def job_result(job_id: str):
+        job = known(job_id)
+        if job.state in ("queued", "running"):
+            raise UploadError(409, f"job {job_id} is {job.state}; poll GET /api/jobs/{job_id}")
+        if job.state != "done":
+            raise job.error or UploadError(410, f"job {job_id} was cancelled")
+        return FileResponse(job.result, media_type="image/png", headers=result_headers(job))
+
+    @app.delete("/api/jobs/{job_id}", status_code=204)
+    def cancel_job(job_id: str):
+        job = known(job_id)
+        queue.cancel(job)
+        if job.ended is not None:  # finished already: its result is not wanted any more
+            queue.forget(job)
+        return Response(status_code=204)
 
     return app
+
+
+def _warm_up(served: dict[str, Served], queue: Queue, tile: int, overlap: int, device) -> None:
+    """One small pass per model: first-call costs paid, and a first ms-per-MP estimate."""
+    import time
+
+    image = np.full((WARM_SIDE, WARM_SIDE, 3), 128, np.uint8)
+    for kind, s in served.items():
+        if s.model is None:
+            continue
+        deblur_image(s.model, image, tile, overlap, device)
+        start = time.perf_counter()
+        deblur_image(s.model, image, tile, overlap, device)
+        queue.learn(kind, (time.perf_counter() - start) * 1e3, WARM_SIDE**2 / 1e6)
+    allocator.release()
 
 
 def _check_port(host: str, port: int) -> None:
@@ -236,7 +336,14 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
-def run(host: str, port: int, tile: int, overlap: int, device: str = "auto") -> None:
+def run(
+    host: str,
+    port: int,
+    tile: int,
+    overlap: int,
+    device: str = "auto",
+    limits: ServeConfig | None = None,
+) -> None:
     """`deblur serve`: load the models, then serve until Ctrl-C."""
     import uvicorn
 
@@ -245,6 +352,14 @@ def run(host: str, port: int, tile: int, overlap: int, device: str = "auto") -> 
     served = load_models(dev)
     for s in served.values():
         print(f"{LABELS[s.kind]:<12} {s.describe()['source']}")
-    print(f"deblur demo on http://{host}:{port}  (Ctrl-C stops it)", flush=True)
-    app = create_app(served, tile=tile, overlap=overlap, device=dev)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    app = create_app(served, tile=tile, overlap=overlap, device=dev, limits=limits)
+    limits = limits or ServeConfig()
+    print(
+        f"deblur demo on http://{host}:{port}  (one job at a time, {limits.max_waiting} may "
+        f"wait up to {limits.timeout_s:g} s; Ctrl-C stops it)",
+        flush=True,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        shutil.rmtree(app.state.folder, ignore_errors=True)

@@ -1,8 +1,9 @@
-// deblur demo page: pick a photo and a model, POST /api/deblur, compare with a slider.
+// deblur demo page: pick a photo and a model, queue it (POST /api/jobs), show its progress,
+// compare before and after with a slider.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, limits: null, beforeUrl: null, afterUrl: null, done: false };
+const state = { file: null, limits: null, beforeUrl: null, afterUrl: null, done: false, job: null };
 
 const megabytes = (n) => `${(n / 2 ** 20).toFixed(0)} MB`;
 
@@ -94,6 +95,7 @@ function setSlider(value) {
 
 async function choose(file) {
   showError("");
+  cancelJob(); // a new photo gives up the old one's job
   state.done = false;
   $("download").hidden = true;
   $("meta").textContent = "";
@@ -118,18 +120,71 @@ async function choose(file) {
   }
 }
 
+const POLL_MS = 300;
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Where the job stands: its place in the queue, then tiles done of total, and the ETA.
+function showProgress(job) {
+  const bar = $("progress");
+  if (job.state === "queued") {
+    $("progress-text").textContent = job.position === 1
+      ? "Waiting · next in line" : `Waiting · ${job.position} jobs ahead of you`;
+    bar.removeAttribute("value"); // indeterminate until it starts
+  } else {
+    const { done, total } = job.tiles;
+    $("progress-text").textContent = total > 1
+      ? `Deblurring · tile ${done} of ${total}` : "Deblurring…";
+    bar.max = Math.max(total, 1);
+    bar.value = done;
+  }
+  $("progress-eta").textContent = job.eta_s > 0 ? `about ${Math.ceil(job.eta_s)} s left` : "";
+}
+
+async function cancelJob() {
+  const id = state.job;
+  state.job = null;
+  if (id) await fetch(`/api/jobs/${id}`, { method: "DELETE", keepalive: true }).catch(() => {});
+}
+
+// Queue the photo with POST /api/jobs, poll it until it ends, then fetch the PNG.
+async function runJob(form) {
+  const res = await fetch("/api/jobs", { method: "POST", body: form });
+  if (!res.ok) throw new Error(await errorText(res)); // a full queue says when to retry
+  let job = await res.json();
+  state.job = job.id;
+  while (job.state === "queued" || job.state === "running") {
+    showProgress(job);
+    await sleep(POLL_MS);
+    if (state.job !== job.id) return null; // cancelled meanwhile
+    const poll = await fetch(`/api/jobs/${job.id}`);
+    if (!poll.ok) throw new Error(await errorText(poll));
+    job = await poll.json();
+  }
+  showProgress(job);
+  state.job = null;
+  if (job.state !== "done") throw new Error(job.error || `the job was ${job.state}`);
+  const out = await fetch(job.result);
+  if (!out.ok) throw new Error(await errorText(out));
+  return { res: out, job };
+}
+
 async function deblur() {
   const model = document.querySelector("input[name=model]:checked");
   if (!state.file || !model) return;
   showError("");
+  await cancelJob();
+  $("progress-text").textContent = "Uploading…";
+  $("progress-eta").textContent = "";
+  $("progress").removeAttribute("value");
   $("busy").hidden = false;
   $("run").disabled = true;
   const form = new FormData();
   form.append("file", state.file);
   form.append("model", model.value);
   try {
-    const res = await fetch("/api/deblur", { method: "POST", body: form });
-    if (!res.ok) throw new Error(await errorText(res));
+    const got = await runJob(form);
+    if (!got) return;
+    const { res, job } = got;
     const url = replaceUrl("afterUrl", await res.blob());
     const after = await loadImage($("after"), url);
     const name = /filename="([^"]+)"/.exec(res.headers.get("Content-Disposition") || "");
@@ -139,7 +194,7 @@ async function deblur() {
     $("meta").textContent = [
       `${after.naturalWidth}×${after.naturalHeight} px`,
       res.headers.get("X-Deblur-Model"),
-      `${res.headers.get("X-Deblur-Milliseconds")} ms`,
+      `${job.ms} ms`,
     ].join(" · ");
     setPreview(false);
     state.done = true;
@@ -154,6 +209,13 @@ async function deblur() {
 function wire() {
   $("file").addEventListener("change", (e) => choose(e.target.files[0]));
   $("run").addEventListener("click", deblur);
+  $("cancel").addEventListener("click", async () => {
+    await cancelJob();
+    $("busy").hidden = true;
+    $("run").disabled = false;
+  });
+  // Leaving the page gives the job up: the server drops it instead of running it.
+  window.addEventListener("pagehide", () => { cancelJob(); });
   $("slider").addEventListener("input", (e) => setSlider(e.target.value));
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
