@@ -19,6 +19,7 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory):
     """Registry models the tests load are cached in a temporary folder, not ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
 
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough to render, validate and preprocess in a second or two.

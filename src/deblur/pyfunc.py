@@ -15,10 +15,19 @@ signature, and MLflow enforces it. Inference goes through infer.deblur_image, th
 import base64
 import binascii
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from PIL import Image
+
+from deblur import allocator, models
+from deblur.data.images import png_bytes, read_rgb, to_uint8
+from deblur.errors import DeblurError
+from deblur.infer import deblur_image
 
 COLUMN = "image"
 # As the demo server: a header declaring more is refused before anything is decoded.
@@ -26,21 +35,11 @@ MAX_PIXELS = 24_000_000
 
 
 def _bad(message: str):
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)  # a 400 over REST
 
 
 def decode(text: str, row: int):
     """One base64 image file -> uint8 HxWx3 RGB, upright, through the project's reader."""
-    import warnings
-
-    from PIL import Image
-
-    from deblur.data.images import read_rgb
-    from deblur.errors import DeblurError
-
     try:
         data = base64.b64decode(str(text), validate=True)
     except (binascii.Error, ValueError):
@@ -65,16 +64,11 @@ def decode(text: str, row: int):
 
 class DeblurModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from deblur import allocator, models
-
         allocator.tune()  # `mlflow models serve` runs this process, not deblur's CLI
         self.model = models.load(context.artifacts["checkpoint"])
 
     # pd.DataFrame hints: MLflow 3 checks them and infers nothing (the signature is explicit).
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from deblur.data.images import png_bytes, to_uint8
-        from deblur.infer import deblur_image
-
         frame = pd.DataFrame(model_input)
         if COLUMN not in frame.columns:
             raise _bad(f"expected a string column `{COLUMN}` of base64 image files")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from deblur import fsutil
+from deblur import fsutil, paths
 from deblur.config import flatten
 from deblur.errors import DeblurError
 from deblur.kinds import registered_name
@@ -335,9 +335,7 @@ def log_model(kind: str, checkpoint: str | os.PathLike):
     """Log the checkpoint as a pyfunc model in the active run and register a new version."""
     import mlflow
 
-    import deblur
-
-    package = Path(deblur.__file__).parent
+    package = Path(__file__).parent  # the deblur package, shipped with the model as code
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=str(package / "pyfunc.py"),  # models-from-code: nothing pickled
@@ -514,8 +512,6 @@ def log_evaluation(
     DVC experiment name and the registry version of each scored model.
     """
     import mlflow
-
-    from deblur import paths
 
     with stage_run("evaluate", params) as run:
         scores = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}

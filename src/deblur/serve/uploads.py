@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from deblur.data.images import read_rgb
 from deblur.errors import DeblurError
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -241,8 +242,6 @@ def check_header(path: Path, name: str, max_pixels: int = MAX_PIXELS) -> tuple[s
 
 def decode(path: Path, name: str) -> np.ndarray:
     """The upload as uint8 HxWx3 RGB, upright, through the project's one image reader."""
-    from deblur.data.images import read_rgb
-
     try:
         return read_rgb(path)
     except DeblurError as exc:  # its message names the temporary file: name the upload
