@@ -144,8 +144,8 @@ def predict(
         bool,
         typer.Option(
             "--compile",
-            help="torch.compile the model first: 3-17 s up front, then ~5% faster per "
-            "image (deblur bench); pays off from a few hundred 720p frames.",
+            help="torch.compile the model first: seconds of compiling up front, then "
+            "faster per image (deblur bench measures both); pays off on many frames.",
         ),
     ] = False,
     overwrite: Annotated[

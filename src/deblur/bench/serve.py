@@ -158,6 +158,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """End a server process: politely, then for sure."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     import requests
 
@@ -198,12 +208,7 @@ def measure(clients: list[int], sizes: list[str], quick: bool = False, model: st
         time.sleep(1.0)
         idle_after = rss_mb(proc.pid)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     return {
         "model": model,
         "load_1min": round(os.getloadavg()[0], 2),
