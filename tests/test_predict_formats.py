@@ -14,7 +14,7 @@ from PIL import Image
 from tiny_models import random_image, save_tiny
 
 from deblur import predict as predicting
-from deblur.data.photo import encode_png
+from deblur.data.images import png_bytes
 from deblur.errors import DeblurError
 
 
@@ -64,7 +64,7 @@ def unpng(data: bytes) -> tuple[int, int, np.ndarray]:
 def test_encoder_writes_the_exact_samples(channels, dtype):
     top = np.iinfo(dtype).max
     image = np.random.default_rng(channels).integers(0, top + 1, (13, 17, channels), dtype=dtype)
-    data = encode_png(image)
+    data = png_bytes(image)
     bits, _, samples = unpng(data)
     assert bits == 8 * np.dtype(dtype).itemsize
     np.testing.assert_array_equal(samples, image)

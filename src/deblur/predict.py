@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from deblur import device as devices
 from deblur import spec as specs
-from deblur.data.photo import Photo, read_photo, write_photo
+from deblur.data.images import write_png
+from deblur.data.photo import Photo, read_photo
 from deblur.errors import DeblurError
 from deblur.infer import OVERLAP, TILE, deblur_image
 
@@ -143,7 +144,7 @@ def _read(path: Path) -> tuple[Photo | None, Exception | None]:
 
 
 def _write(path: Path, photo: Photo, image: np.ndarray) -> None:
-    write_photo(path, photo.result(image), photo.icc)
+    write_png(path, photo.result(image), photo.icc)
 
 
 def predict(

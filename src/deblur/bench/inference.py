@@ -25,8 +25,7 @@ from torch import nn
 from deblur import models, paths
 from deblur.bench.timing import SETTLE, Sizes, say, timed
 from deblur.config import Params
-from deblur.data.images import to_float, to_uint8, write_png
-from deblur.data.photo import encode_png
+from deblur.data.images import png_bytes, to_float, to_uint8, write_png
 from deblur.device import native_bf16
 from deblur.export import export_onnx
 from deblur.infer import deblur_image, tile_count
@@ -314,7 +313,7 @@ def bench_codecs(h: int, w: int, repeats: int) -> dict[str, dict[str, Any]]:
     jpeg = jpeg.getvalue()
     jpeg_pixels = _pillow_decode(jpeg)
     candidates: dict[tuple[str, str], Any] = {
-        ("png encode", "deblur (predict)"): lambda: encode_png(image),
+        ("png encode", "deblur (predict)"): lambda: png_bytes(image),
         ("png encode", "pillow level 6"): lambda: _pillow_png(image),
         ("png encode", "pillow level 1"): lambda: _pillow_png(image, compress_level=1),
         ("png encode", "pillow Z_RLE"): lambda: _pillow_png(image, compress_type=zlib.Z_RLE),

@@ -6,17 +6,13 @@ through untouched while the colour is deblurred, and the ICC profile is kept. Wh
 be kept (CMYK, a palette, 16-bit colour PNG, which Pillow decodes as 8-bit) is said in
 ``Photo.notes`` for predict to print; README, "Formats", has the table.
 
-Results are written as PNG by a small encoder of our own (numpy's row filter, then zlib's
-run-length strategy): the same size as Pillow's and twice as fast on a 720p frame
-(`deblur bench`, predict codecs), with no new dependency.
+Results are written by images.write_png, the project's one PNG writer.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +20,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deblur.errors import DataError
-from deblur.fsutil import atomic_path
 
 # Modes that only gain or lose a representation on the way to RGB; each says what it became.
 _CONVERTED = {
@@ -137,45 +132,3 @@ def _photo(img: Image.Image) -> Photo:
     data = np.asarray(img, dtype=np.uint8)
     alpha = data[..., 3].copy() if has_alpha else None
     return Photo(np.ascontiguousarray(data[..., :3]), alpha, notes=notes)
-
-
-# --------------------------------------------------------------------------- writing
-
-_COLOUR_TYPE = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> PNG colour type (gray, +alpha, RGB, +A)
-
-
-def encode_png(image: np.ndarray, icc: bytes | None = None) -> bytes:
-    """HxW or HxWxC (C = 1..4) uint8 or uint16 as PNG: every row through the Sub filter,
-    then zlib's run-length strategy. Identical pixels to Pillow's writer, as small, faster."""
-    image = np.asarray(image)
-    if image.dtype not in (np.uint8, np.uint16):
-        raise TypeError(f"PNG output wants uint8 or uint16, got {image.dtype}")
-    if image.ndim == 2:
-        image = image[..., None]
-    h, w, c = image.shape
-    rows = image.astype(">u2" if image.dtype == np.uint16 else np.uint8).reshape(h, -1)
-    rows = rows.view(np.uint8)
-    step = c * image.dtype.itemsize  # the Sub filter subtracts the same byte of the last pixel
-    raw = np.empty((h, rows.shape[1] + 1), np.uint8)
-    raw[:, 0] = 1  # filter type Sub
-    raw[:, 1 : 1 + step] = rows[:, :step]
-    np.subtract(rows[:, step:], rows[:, :-step], out=raw[:, 1 + step :])
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
-    data = deflate.compress(raw.data) + deflate.flush()
-    bits = 8 * image.dtype.itemsize
-    chunks = [(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, _COLOUR_TYPE[c], 0, 0, 0))]
-    if icc:
-        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    chunks += [(b"IDAT", data), (b"IEND", b"")]
-    out = [b"\x89PNG\r\n\x1a\n"]
-    for kind, body in chunks:
-        crc = zlib.crc32(body, zlib.crc32(kind))
-        out.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc))
-    return b"".join(out)
-
-
-def write_photo(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None) -> None:
-    """Write ``image`` (Photo.result's) as PNG, atomically: a crash leaves no partial file."""
-    data = encode_png(image, icc)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)
