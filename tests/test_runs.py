@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deblur import config, fsutil, runs, tracking
+from deblur import config, fsutil, runs, textable, tracking
 
 
 @pytest.fixture
@@ -171,7 +171,7 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     header, body = runs.table(rows)
     assert header[:4] == ["when (UTC)", "commit", "experiment", "train.gan.lr"]
     assert "v2 @champion" in body[1] and "26.40" in body[1]
-    text = runs.text(header, body)
+    text = textable.text(header, body)
     assert len(text.splitlines()) == 4
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}

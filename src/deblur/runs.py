@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from deblur import tracking
+from deblur import textable, tracking
 from deblur.kinds import KINDS, LABELS
 
 # Per model, what a row shows: (metrics key in the run, column heading, format).
@@ -128,26 +128,13 @@ def table(rows: list[PipelineRun]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
-def text(header: list[str], body: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in body]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def markdown(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
-
-
 def show(limit: int | None, json_out: bool) -> str:
     rows = collect(limit)
     if json_out:
         return json.dumps(as_json(rows), indent=2)
     if not rows:
         return f"no pipeline runs in {tracking.tracking_uri()} yet; run `dvc repro` first"
-    return text(*table(rows))
+    return textable.text(*table(rows))
 
 
 def points(rows: list[PipelineRun]) -> list[dict]:

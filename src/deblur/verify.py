@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblur import paths
+from deblur import paths, textable
 from deblur.config import flatten
 from deblur.errors import DeblurError
 from deblur.evaluate import tables
@@ -267,21 +267,12 @@ def cells(rows: list[Row], rev: str) -> tuple[list[str], list[list[str]]]:
 
 
 def text_table(rows: list[Row], rev: str) -> str:
-    header, body = cells(rows, rev)
-    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *body]
-    ]
-    return "\n".join(lines)
+    return textable.text(*cells(rows, rev))
 
 
 def markdown_table(rows: list[Row], rev: str) -> str:
-    header, body = cells(rows, rev)
     aligns = ["---", "---:", "---:", "---:", "---:", "---"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(aligns) + " |"]
-    lines += ["| " + " | ".join(line) + " |" for line in body]
-    return "\n".join(lines)
+    return textable.markdown(*cells(rows, rev), aligns)
 
 
 def failure(rows: list[Row], rev: str, params) -> str | None:
