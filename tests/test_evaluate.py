@@ -17,7 +17,7 @@ from torch import nn
 
 from deblur import config, models
 from deblur import predict as predicting
-from deblur.evaluate import protocol, tables
+from deblur.evaluate import protocol, stage, tables
 from deblur.metrics import psnr, score, ssim
 
 
@@ -190,9 +190,10 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     for kind in ("gan", "ae"):
-        save_tiny(tmp_path / "models" / f"{kind}.pt", kind)
-    monkeypatch.setattr(protocol, "open_stores", lambda params: stores)
-    metrics = protocol.run(PARAMS, device="cpu")
+        save_tiny(tmp_path / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
+    save_tiny(tmp_path / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
+    monkeypatch.setattr(stage, "open_stores", lambda params: stores)
+    metrics = stage.run(PARAMS, device="cpu")
     saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
     logged = tracking.client().get_run(saved["mlflow_run_id"]).data.metrics
     assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
@@ -203,3 +204,15 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     gan = results.set_index("model").loc["GAN (this project)"]
     assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
+    # The quality curve: the part-way checkpoint scored, the final point is the table's.
+    curve = pd.read_csv(tmp_path / "plots" / "curve.csv").set_index(["model", "percent"])
+    assert sorted(curve.index) == [("ae", 100), ("gan", 50), ("gan", 100)]
+    assert curve.loc[("gan", 100), "psnr"] == pytest.approx(metrics["gan"]["psnr"], abs=1e-3)
+    assert curve.loc[("gan", 50), "psnr"] != pytest.approx(curve.loc[("gan", 100), "psnr"])
+    blurry = metrics["blurry"]["psnr"]
+    assert curve.loc[("gan", 50), "psnr_gain"] == pytest.approx(
+        curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
+    )
+    assert curve.loc[("gan", 50), "step"] == 10
+    history = tracking.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
+    assert [m.step for m in history] == [10, 20]

@@ -28,7 +28,7 @@ ENTRY = {
     "preprocess": "deblur.data.preprocess",
     "train-gan": "deblur.train.stage",
     "train-ae": "deblur.train.stage",
-    "evaluate": "deblur.evaluate.protocol",
+    "evaluate": "deblur.evaluate.stage",
     "report": "deblur.report.render",
 }
 # deblur/__init__.py holds the version string alone: no stage's result depends on it.
@@ -197,9 +197,10 @@ def test_dvc_yaml_declares_exactly_the_files_paths_names():
             paths.FIGURES,
             *(paths.checkpoint(k) for k in KINDS),
             *(paths.train_state(k) for k in KINDS),
+            *(paths.curve_dir(k) for k in KINDS),
         },
         "metrics": {paths.DATA_JSON, paths.EVAL_JSON, *(paths.train_metrics(k) for k in KINDS)},
-        "plots": {paths.train_plot(k) for k in KINDS},
+        "plots": {paths.CURVE_CSV, *(paths.train_plot(k) for k in KINDS)},
     }
     got = declared()
     for field, want in named.items():

@@ -17,7 +17,13 @@ TINY_ARCH = {
 }
 
 
-def save_tiny(path: str | Path, kind: str = "gan", seed: int = 0, nudge: float = 0.05) -> nn.Module:
+def save_tiny(
+    path: str | Path,
+    kind: str = "gan",
+    seed: int = 0,
+    nudge: float = 0.05,
+    meta: dict | None = None,
+) -> nn.Module:
     """A checkpoint as `deblur train` writes it, with every weight nudged off its init.
 
     A fresh model is the identity (its last conv starts at zero), which would make any
@@ -30,7 +36,10 @@ def save_tiny(path: str | Path, kind: str = "gan", seed: int = 0, nudge: float =
             p.add_(nudge * torch.randn_like(p))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(models.checkpoint_dict(kind, model, TINY_ARCH[kind]), path)
+    payload = models.checkpoint_dict(kind, model, TINY_ARCH[kind])
+    if meta is not None:
+        payload["meta"] = meta
+    torch.save(payload, path)
     return model.eval()
 
 

@@ -103,7 +103,7 @@ def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
     marked as reported) and metrics/eval.json, and logs them to MLflow.
     """
     p = _params(params)
-    from deblur.evaluate.protocol import run
+    from deblur.evaluate.stage import run
 
     run(p, device=device)
 

@@ -167,17 +167,38 @@ class OptimConfig(Strict):
     steps_per_epoch: int = Field(100, ge=1)
     batch_size: int = Field(8, ge=1)
     crop: int = Field(128, ge=16, description="random crop side at full resolution")
-    lr: float = Field(1e-3, gt=0.0, le=1.0)
+    lr: float = Field(1e-3, gt=0.0, le=1.0, description="peak learning rate")
+    lr_floor: float = Field(
+        0.02, ge=0.0, le=1.0, description="learning rate at the last step, as a share of lr"
+    )
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, gt=0.0)
-    content_loss: Literal["l1", "charbonnier"] = "charbonnier"
+    ema: float = Field(
+        0.0, ge=0.0, lt=1.0, description="decay of the weights' moving average shipped; 0: off"
+    )
+    content_loss: Literal["l1", "charbonnier", "psnr"] = "charbonnier"
     fft_weight: float = Field(0.05, ge=0.0, description="frequency-domain L1 weight")
     perceptual_weight: float = Field(0.0, ge=0.0)
     vgg_weights: str | None = Field(
         None, description="local VGG19 state-dict file for the perceptual loss (never downloaded)"
     )
     val_images: int = Field(8, ge=1, description="held-out train images scored each epoch")
+    curve: tuple[float, ...] = Field(
+        (0.25, 0.5), description="shares of training at which a checkpoint is kept and scored"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 on a CPU; bf16: where native"
+    )
+    channels_last: bool = Field(False, description="NHWC activations on a CPU (always on CUDA)")
+    compile: bool = Field(False, description="torch.compile the model for training")
+
+    @field_validator("curve")
+    @classmethod
+    def _shares(cls, curve: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0.0 < share < 1.0 for share in curve):
+            raise ValueError("each share must be between 0 and 1 (the end, 1, is always kept)")
+        return tuple(sorted(set(curve)))
 
     @model_validator(mode="after")
     def _perceptual_needs_weights(self):

@@ -22,6 +22,7 @@ DATA_JSON = METRICS / "data.json"  # validate: counts, sizes, blur statistics
 EVAL_JSON = METRICS / "eval.json"  # evaluate: test scores per model
 RESULTS_CSV = REPORTS / "results.csv"  # evaluate: the results table
 PER_IMAGE_CSV = REPORTS / "per_image.csv"  # evaluate: every test image's scores
+CURVE_CSV = PLOTS / "curve.csv"  # evaluate: test scores along training (quality vs compute)
 REPORT_MD = REPORTS / "report.md"
 REPORT_HTML = REPORTS / "report.html"
 BENCH_CSV = REPORTS / "bench.csv"  # `deblur bench`, not a stage
@@ -52,3 +53,12 @@ def train_metrics(kind: str) -> Path:
 def train_plot(kind: str) -> Path:
     """train-<kind>: one row per epoch (a DVC plot)."""
     return PLOTS / f"train_{kind}.csv"
+
+
+def curve_dir(kind: str) -> Path:
+    """train-<kind>: the checkpoints kept part-way (train.<kind>.curve), for the curve."""
+    return MODELS / "curve" / kind
+
+
+def curve_checkpoint(kind: str, percent: int) -> Path:
+    return curve_dir(kind) / f"{percent}.pt"

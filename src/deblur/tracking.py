@@ -502,10 +502,17 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
 
 
 def log_evaluation(
-    params, results, per_image, metrics: dict[str, Any], version_tags: dict[str, dict]
+    params,
+    results,
+    per_image,
+    metrics: dict[str, Any],
+    version_tags: dict[str, dict],
+    curve=None,
 ) -> str:
     """The `evaluate` run: scores, both tables, and ``version_tags[kind]`` (the test scores)
-    tagged on the registered version built from each scored models/<kind>.pt.
+    tagged on the registered version built from each scored models/<kind>.pt. The quality
+    curve (evaluate/curve.py) becomes metric histories over training steps, e.g.
+    ``curve.gan.psnr_gain``, which MLflow's charts draw against the step.
 
     The pipeline run it belongs to (else the evaluate run itself) gets the row the MLflow
     compare view and `deblur runs` show: every param, the test metrics, the git commit, the
@@ -518,6 +525,8 @@ def log_evaluation(
         mlflow.log_metrics(scores)
         mlflow.log_table(data=results, artifact_file="results.json")
         mlflow.log_table(data=per_image, artifact_file="per_image.json")
+        if curve is not None:
+            _log_curve(curve)
         scored: dict[str, str] = {}
         for kind, tags in version_tags.items():
             ckpt = paths.checkpoint(kind)
@@ -530,6 +539,15 @@ def log_evaluation(
                 scored[kind] = str(mv.version)
         _log_results(parent_of(run) or run.info.run_id, params, scores, scored, run)
         return run.info.run_id
+
+
+def _log_curve(curve) -> None:
+    import mlflow
+
+    values = [c for c in curve.columns if c not in ("model", "percent", "step", "seconds")]
+    for row in curve.dropna(subset=["step"]).itertuples(index=False):
+        for name in values:
+            mlflow.log_metric(f"curve.{row.model}.{name}", getattr(row, name), step=int(row.step))
 
 
 def _log_results(target: str, params, scores: dict[str, float], scored: dict, run) -> None:

@@ -22,15 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from deblur import device as devices
-from deblur import fsutil, paths, spec, tracking
-from deblur import models as zoo
-from deblur.data.dataset import PairStore
 from deblur.data.images import resize_square, to_uint8
 from deblur.evaluate import baselines, tables
 from deblur.infer import deblur_image
 from deblur.kinds import KINDS
-from deblur.metrics import METRICS, score
+from deblur.metrics import score
 
 Method = Callable[[np.ndarray], np.ndarray]
 
@@ -124,45 +120,3 @@ def evaluate(
         rows += score_method("baseline", method, test_store, protocol)
         rows += score_method("blurry", lambda image: image, test_store, protocol, timed=False)
     return pd.DataFrame(rows, columns=tables.PER_IMAGE_COLUMNS), labels
-
-
-def write_outputs(per_image, results, metrics) -> None:
-    fsutil.write_text(paths.PER_IMAGE_CSV, per_image.to_csv(index=False))
-    fsutil.write_text(paths.RESULTS_CSV, results.to_csv(index=False))
-    fsutil.write_json(paths.EVAL_JSON, metrics)
-
-
-def version_tags(metrics: dict) -> dict[str, dict[str, float]]:
-    """What `deblur promote` compares: test_<metric> of each scored model."""
-    return {
-        kind: {f"test_{name}": metrics[kind][name] for name in METRICS}
-        for kind in KINDS
-        if kind in metrics
-    }
-
-
-def open_stores(params):
-    """(test, train) pairs of data/processed: test at full resolution under either protocol,
-    train as preprocessed (the GAN's squares when preprocess.protocol is resize)."""
-    test = PairStore(root=paths.PROCESSED, split="test")
-    kind = "gan" if params.preprocess.protocol == "resize" else None
-    return test, PairStore(root=paths.PROCESSED, split="train", kind=kind)
-
-
-def run(params, device: str = "auto") -> dict:
-    """The DVC stage: models/*.pt + the test split -> reports/*.csv, metrics/eval.json, MLflow."""
-    dev = devices.resolve(device)
-    loaded = {kind: spec.load(kind, device=dev) for kind in KINDS}
-    test, train = open_stores(params)
-    per_image, labels = evaluate(loaded, test, train, params, dev)
-    summary = tables.summarize(per_image)
-    n_params = {kind: zoo.count_params(model) for kind, model in loaded.items()}
-    results = tables.results_table(summary, labels, n_params, params.data.name)
-    metrics = tables.eval_metrics(summary, tracks(params), str(dev))
-    write_outputs(per_image, results, metrics)
-    print(results.to_string(index=False))
-    run_id = tracking.log_evaluation(params, results, per_image, metrics, version_tags(metrics))
-    if isinstance(run_id, str):  # so the report can name the run behind its numbers
-        metrics["mlflow_run_id"] = run_id
-        fsutil.write_json(paths.EVAL_JSON, metrics)
-    return metrics

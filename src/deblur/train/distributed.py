@@ -20,6 +20,9 @@ class World:
     rank: int
     size: int
     device: torch.device
+    # Launched by torchrun: a process group and DDP even for one process, so a one-GPU
+    # run takes the same code path as a many-GPU one.
+    distributed: bool = False
 
     @property
     def main(self) -> bool:
@@ -29,38 +32,39 @@ class World:
 
 def init(device: str = "auto") -> World:
     """Join torchrun's process group when launched by it, else a world of one."""
+    launched = "WORLD_SIZE" in os.environ  # torchrun sets it, also for --nproc-per-node 1
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = devices.resolve(device, local_rank)
     global _launcher_pid
-    _launcher_pid = _launcher() if size > 1 else None
-    if size > 1 and not dist.is_initialized():
+    _launcher_pid = _launcher() if launched else None
+    if launched and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
         # CPU processes share the cores: without this each takes them all and they thrash.
         if dev.type == "cpu":
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
-    return World(rank=rank, size=size, device=dev)
+    return World(rank=rank, size=size, device=dev, distributed=launched)
 
 
 def barrier(world: World) -> None:
-    if world.size > 1:
+    if world.distributed:
         dist.barrier()
 
 
 def all_finite(world: World, value: torch.Tensor) -> bool:
     """Whether the loss is finite on every rank, so all ranks stop together on a NaN."""
     ok = torch.isfinite(value.detach()).all().float().reshape(1)
-    if world.size > 1:
+    if world.distributed:
         ok = ok.to(world.device)
         dist.all_reduce(ok, op=dist.ReduceOp.MIN)
     return bool(ok.item())
 
 
 def shutdown(world: World) -> None:
-    if world.size > 1 and dist.is_initialized():
+    if world.distributed and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -94,7 +98,7 @@ def _launcher() -> int | None:
 
 def end_launcher(world: World) -> None:
     """Before this rank exits with a clean error: end torchrun, so it adds no report."""
-    if world.size > 1 and _launcher_pid is not None and os.getppid() == _launcher_pid:
+    if world.distributed and _launcher_pid is not None and os.getppid() == _launcher_pid:
         os.kill(_launcher_pid, signal.SIGKILL)
 
 

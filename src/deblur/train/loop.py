@@ -18,13 +18,16 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from deblur import device as devices
 from deblur import models
 from deblur.data.images import to_uint8
+from deblur.errors import DeblurError
 from deblur.infer import deblur_image
 from deblur.metrics import mean_scores, score
 from deblur.train import checkpoint, distributed, losses
 from deblur.train.data import TrainData
 from deblur.train.distributed import World
+from deblur.train.ema import EMA
 
 LOG_EVERY = 10  # steps per point of the per-step loss curve
 
@@ -42,6 +45,24 @@ def warmup_cosine(warmup: int, total: int, floor: float = 0.02):
 
 
 _unwrap = models.unwrap
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of a training step, or None for float32.
+
+    "auto" keeps a CPU in float32: bf16 rounds differently on CPUs with and without native
+    support, and a CPU run's figures must reproduce on the next machine (deblur verify).
+    """
+    if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and devices.native_bf16():
+        return torch.bfloat16
+    raise DeblurError(
+        f"precision bf16: this {device.type} has no native bfloat16 (AVX512-BF16 or AMX); "
+        "set train precision to fp32 or auto"
+    )
 
 
 @dataclass
@@ -62,15 +83,18 @@ class Trainer:
         self.kind, self.params, self.world, self.data = kind, params, world, data
         self.cfg = getattr(params.train, kind)
         self.device = world.device
-        self.amp = self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(self.cfg.precision, self.device)
         torch.manual_seed(params.seed)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
 
         self.arch = models.arch_config(kind, params)
         self.model = models.build(kind, self.arch).to(self.device)
-        if self.device.type == "cuda":
+        # NHWC lets cuDNN's tensor cores and oneDNN's blocked kernels skip layout changes.
+        self.channels_last = self.device.type == "cuda" or self.cfg.channels_last
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = EMA(self.model, self.cfg.ema) if self.cfg.ema > 0 else None
         total = self.cfg.epochs * self.cfg.steps_per_epoch
         self.opt, self.sched = self._optimizer(self.model, self.cfg.lr, (0.9, 0.99), total)
         self.content = losses.Content(self.cfg).to(self.device)
@@ -82,28 +106,35 @@ class Trainer:
             self.d_opt, self.d_sched = self._optimizer(
                 self.disc, self.cfg.d_lr, (0.5, 0.999), total
             )
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        if world.size > 1:
+        # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.model = DDP(self.model, device_ids=ids)
             if self.disc is not None:
                 self.disc = DDP(self.disc, device_ids=ids)
+        # Compiled for the training step only: validation and the saved checkpoint use the
+        # plain module, so a checkpoint never depends on a compiler being present.
+        self.forward = torch.compile(self.model) if self.cfg.compile else self.model
         self.state = State()
 
     def _optimizer(self, module, lr, betas, total):
         opt = torch.optim.AdamW(
             module.parameters(), lr=lr, betas=betas, weight_decay=self.cfg.weight_decay
         )
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.cfg.warmup_steps, total))
-        return opt, sched
+        factor = warmup_cosine(self.cfg.warmup_steps, total, self.cfg.lr_floor)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    def shipped(self) -> torch.nn.Module:
+        """The model validation scores and the checkpoint holds: the average, where kept."""
+        return self.ema.shadow if self.ema is not None else _unwrap(self.model)
 
     # ----------------------------------------------------------------- one batch
 
     def _autocast(self):
-        if not self.amp:
+        if self.amp_dtype is None:
             return nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def _backward(self, loss, opt, module) -> None:
         opt.zero_grad(set_to_none=True)
@@ -130,10 +161,10 @@ class Trainer:
     def step(self, blur, sharp) -> dict[str, torch.Tensor]:
         blur = blur.to(self.device, non_blocking=True)
         sharp = sharp.to(self.device, non_blocking=True)
-        if self.device.type == "cuda":
+        if self.channels_last:
             blur = blur.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            out = self.model(blur)
+            out = self.forward(blur)
             loss = self.content(out.float(), sharp)
         parts = {"content": loss.detach()}
         if self.disc is not None and self.cfg.adv_weight > 0:
@@ -150,6 +181,8 @@ class Trainer:
         self._backward(loss, self.opt, self.model)
         self.scaler.update()
         self.sched.step()
+        if self.ema is not None:
+            self.ema.update(_unwrap(self.model))
         parts["loss"] = loss.detach()
         return parts
 
@@ -203,7 +236,7 @@ class Trainer:
 
     @torch.inference_mode()
     def validate(self) -> dict[str, float]:
-        model = _unwrap(self.model).eval()
+        model = self.shipped().eval()
         scores = []
         for i in self.data.val_idx:
             blur, sharp = self.data.store.pair(i)
@@ -229,6 +262,8 @@ class Trainer:
             "scheduler": self.sched.state_dict(),
             "rng": torch.get_rng_state(),
         }
+        if self.ema is not None:  # the checkpoint holds the average: keep the raw weights too
+            state.update(weights=_unwrap(self.model).state_dict(), ema=self.ema.state_dict())
         if self.disc is not None:
             state.update(
                 discriminator=_unwrap(self.disc).state_dict(),
@@ -239,7 +274,14 @@ class Trainer:
 
     def restore(self, payload: dict[str, Any]) -> None:
         train = payload["train"]
-        _unwrap(self.model).load_state_dict(payload["model"])
+        if (self.ema is not None) != ("ema" in train):
+            raise DeblurError(
+                f"--resume: train.{self.kind}.ema was changed since the checkpoint; "
+                "train without --resume"
+            )
+        _unwrap(self.model).load_state_dict(train.get("weights", payload["model"]))
+        if self.ema is not None:
+            self.ema.load_state_dict(train["ema"])
         self.opt.load_state_dict(train["optimizer"])
         self.sched.load_state_dict(train["scheduler"])
         torch.set_rng_state(train["rng"])
@@ -256,9 +298,12 @@ class Trainer:
 
     def save(self) -> None:
         """models/<kind>.pt and its training state, for evaluate and for --resume."""
-        meta = {
+        checkpoint.save(self.kind, self.shipped(), self.arch, self.train_state(), self.meta())
+
+    def meta(self) -> dict[str, Any]:
+        return {
             "params_hash": self.params.section_hash("seed", "train"),
             "epochs": self.state.epoch,
             "steps": self.state.step,
+            "seconds": round(self.state.seconds, 2),
         }
-        checkpoint.save(self.kind, _unwrap(self.model), self.arch, self.train_state(), meta)

@@ -23,6 +23,16 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> 
     return torch.sqrt((pred - target) ** 2 + eps * eps).mean()
 
 
+def psnr_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Minus the batch's mean PSNR (dB, per image): the test metric itself, as a loss.
+
+    Per image, so that a nearly solved crop (high PSNR) pulls as hard as a badly blurred
+    one; a batch-wide MSE would let the hard crops dominate (HINet's PSNR loss).
+    """
+    mse = ((pred - target) ** 2).flatten(1).mean(1)
+    return 10 * torch.log10(mse + 1e-8).mean()
+
+
 def frequency_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L1 between spectra: pixel losses under-weight the high frequencies that blur removes."""
     # "ortho" keeps the spectrum on the pixels' scale, whatever the crop size.
@@ -62,6 +72,7 @@ class Perceptual(nn.Module):
 PIXEL: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": F.l1_loss,
     "charbonnier": charbonnier,
+    "psnr": psnr_loss,
 }
 
 

@@ -7,6 +7,7 @@ and, for a complete run, a new registered version of the model.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 import pandas as pd
@@ -64,6 +65,10 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
     trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
     if resume:
         trainer.restore(checkpoint.load_state(kind))
+    elif world.main:  # a fresh run: part-way checkpoints of an earlier one would lie
+        shutil.rmtree(paths.curve_dir(kind), ignore_errors=True)
+    if world.main:
+        paths.curve_dir(kind).mkdir(parents=True, exist_ok=True)  # a DVC out, even if empty
     if world.main:
         with tracking.stage_run(
             f"train-{kind}", params, logged=logged_params(kind, params)
@@ -84,10 +89,25 @@ def _log_steps(step: int, loss: float) -> None:
     tracking.log_epoch({"step_loss": loss}, step=step)
 
 
+def curve_epochs(cfg) -> dict[int, int]:
+    """epoch -> percent of training, for each share of ``cfg.curve`` that falls on an epoch
+    before the last (checkpoints are written at epoch ends; the last is models/<kind>.pt)."""
+    marks = {}
+    for share in cfg.curve:
+        epoch = round(share * cfg.epochs)
+        if 1 <= epoch < cfg.epochs:
+            marks[epoch] = round(100 * epoch / cfg.epochs)
+    return marks
+
+
 def _save(trainer: Trainer) -> None:
     trainer.save()
     frame = pd.DataFrame(trainer.state.history)
     fsutil.write_text(paths.train_plot(trainer.kind), frame.to_csv(index=False))
+    percent = curve_epochs(trainer.cfg).get(trainer.state.epoch)
+    if percent is not None:  # a copy of the checkpoint just written, for the quality curve
+        with fsutil.atomic_path(paths.curve_checkpoint(trainer.kind, percent)) as tmp:
+            shutil.copyfile(paths.checkpoint(trainer.kind), tmp)
 
 
 def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dict[str, Any]:
