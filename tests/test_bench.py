@@ -50,13 +50,19 @@ def quick(prepared, smoke_params, tmp_path_factory):
 def test_prints_every_section(quick):
     _, report = quick
     assert report.keys() >= KEYS
-    assert report["peak_gflops"] > 0
+    assert report["peak_gflops"] >= report["peak_gemm_gflops"] > 0
+    assert report["peak_fma_gflops"] is None or report["peak_gflops"] >= report["peak_fma_gflops"]
+    shares = [r["peak_fraction"] for r in report["train"].values()]
+    for inf in report["inference"].values():
+        shares += [r["peak_fraction"] for r in inf["paths"].values() if r["status"] == "ok"]
+    assert all(0 < s <= 1 for s in shares)  # the peak is raised rather than passed
     for kind in ("gan", "ae"):
         inf = report["inference"][kind]
         assert inf["ms_per_mp"] > 0 and inf["macs_per_mp"] > 0 and inf["gflops"] > 0
         assert inf["paths"].keys() == PATHS
         assert inf["ms_per_mp"] == inf["paths"]["default"]["ms_per_mp"]
-        assert report["train"][kind]["samples_per_s"] > 0
+        train = report["train"][kind]
+        assert train["samples_per_s"] > 0 and train["gflop_per_step"] > 0 and train["gflops"] > 0
         predict = inf["predict"]  # the whole call, PNG in and out, against the bare forward
         assert predict["ms"] > 0 and predict["vs_forward"] > 0 and predict["vs_eager"] > 0
         assert predict["folder_images"] == 2 and predict["folder_vs_forward"] > 0
@@ -94,6 +100,11 @@ def test_writes_one_csv_row_per_measurement(quick):
     ms = {(r["model"], r["path"]): float(r["value"]) for r in table if r["unit"] == "ms/MP"}
     assert ms[("gan", "default")] == report["inference"]["gan"]["ms_per_mp"]
     assert ms[("ae", "predict")] == report["inference"]["ae"]["predict"]["ms_per_mp"]
+    share = {(r["model"], r["path"]) for r in table if r["unit"] == "share of peak"}
+    assert {("gan", "default"), ("ae", "Trainer.step")} <= share
+    peak = [r for r in table if r["section"] == "machine" and r["unit"] == "GFLOP/s"]
+    assert float(peak[0]["value"]) == report["peak_gflops"]
+    assert peak[1]["path"] == f"fp32 best product ({report['peak_gemm_how']})"
     assert not list((root / "reports").glob(".*.tmp"))  # written atomically
 
 
@@ -105,6 +116,10 @@ def test_table_without_json(quick):
         "channels_last",
         "predict, PNG in and out",
         "samples/s",
+        "of peak)",  # training's share
+        "fp32 peak",
+        "best product",
+        "FMA limit",
         "dvc repro",
     ):
         assert word in text

@@ -32,14 +32,28 @@ def resolve(name: str = "auto", local_rank: int = 0) -> torch.device:
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), from its flags."""
+def cpuinfo_values(key: str, cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """The value of every ``key : value`` line of /proc/cpuinfo (one per logical CPU); none
+    where the file is missing (not Linux)."""
     try:
         text = Path(cpuinfo).read_text()
-    except OSError:  # not Linux: no flags to read, so no claim of native support
-        return False
-    flags = set()
+    except OSError:
+        return []
+    values = []
     for line in text.splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.partition(":")[2].split())
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+        name, sep, value = line.partition(":")
+        # An exact key: "flags" must not also take the "vmx flags" line of newer kernels.
+        if sep and name.strip() == key:
+            values.append(value.strip())
+    return values
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
+    """This CPU's feature flags (avx2, fma, avx512f, ...); empty where there are none to
+    read, so that no capability is claimed."""
+    return frozenset(flag for value in cpuinfo_values("flags", cpuinfo) for flag in value.split())
+
+
+def native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), from its flags."""
+    return not cpu_flags(cpuinfo).isdisjoint(NATIVE_BF16_FLAGS)

@@ -7,8 +7,10 @@ pays for first-call allocations, kernel selection and torch.compile's compilatio
   default path (deblur.infer.deblur_image, what predict and evaluate run) and each
   alternative (eager NCHW forward, channels-last, torch.compile, bfloat16 autocast, ONNX
   Runtime), with the largest difference of its output from eager's, and the GFLOP/s that
-  makes against this machine's measured float32 matrix-multiply peak;
-- train: samples per second through the real Trainer.step at the profile's crop and batch;
+  makes as a share of this machine's float32 peak (see peak.py: the higher of the fastest
+  product measured and the cores' FMA limit, raised to any path that beats both);
+- train: samples per second through the real Trainer.step at the profile's crop and batch,
+  and the GFLOP/s and share of the peak that makes;
 - data: samples per second of random crops from data/processed against decoding the same
   crops' PNGs from data/raw;
 - dvc: seconds of a `dvc repro` with nothing to do (never a real run).
@@ -26,11 +28,11 @@ from typing import Any
 import torch
 
 from deblur import allocator
+from deblur.bench import peak as peaks
 from deblur.bench.data import bench_data
 from deblur.bench.dvc import bench_dvc
 from deblur.bench.inference import bench_inference
 from deblur.bench.output import table, write_csv
-from deblur.bench.peak import peak_gflops
 from deblur.bench.timing import Sizes, say
 from deblur.bench.training import bench_train
 from deblur.config import Params
@@ -42,15 +44,22 @@ def measure(params: Params, repeats: int = 5, quick: bool = False) -> dict[str, 
     sizes = Sizes(quick)
     # Other processes skew every number here: record how busy the machine was.
     load = round(os.getloadavg()[0], 2)
-    say("fp32 matrix-multiply peak")
-    peak, peak_how = peak_gflops(sizes.matmul, repeats)
+    say("fp32 peak: matrix products, a convolution, the FMA limit")
+    peak = peaks.combine(*peaks.best_product(sizes.matmul, sizes.conv, repeats), peaks.fma_limit())
     inference = {kind: bench_inference(kind, params, sizes, repeats) for kind in KINDS}
-    for r in inference.values():
-        r["peak_fraction"] = round(r["gflops"] / peak, 3)
     train = {}
     for kind in KINDS:
         say(f"train {kind}")
         train[kind] = bench_train(kind, params, sizes, repeats)
+    # Every GFLOP/s reported, by name: no share of the peak may exceed 100%.
+    rated = {f"train {kind}": r for kind, r in train.items()}
+    for kind, inf in inference.items():
+        for name, r in inf["paths"].items():
+            if r["status"] == "ok":
+                rated[f"inference {kind} {name}"] = r
+    peak = peaks.raise_to_measured(peak, {name: r["gflops"] for name, r in rated.items()})
+    for r in [*rated.values(), *inference.values()]:  # each model's: its default path's
+        r["peak_fraction"] = peaks.share(r["gflops"], peak)
     dvc_s, dvc_note = bench_dvc(repeats)
     return {
         "machine": {
@@ -68,8 +77,7 @@ def measure(params: Params, repeats: int = 5, quick: bool = False) -> dict[str, 
         "data": bench_data(params, sizes, repeats),
         "dvc_noop_s": dvc_s,
         "dvc_note": dvc_note,
-        "peak_gflops": round(peak, 2),
-        "peak_how": peak_how,
+        **peak.fields(),
     }
 
 

@@ -12,15 +12,12 @@ from deblur import fsutil, paths
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
     """One (section, model, path, value, unit) per measurement, for reports/bench.csv."""
-    out = [
-        (
-            "machine",
-            "",
-            f"fp32 matmul peak ({report['peak_how']})",
-            report["peak_gflops"],
-            "GFLOP/s",
-        )
+    peak = [
+        (f"fp32 peak ({report['peak_how']})", report["peak_gflops"]),
+        (f"fp32 best product ({report['peak_gemm_how']})", report["peak_gemm_gflops"]),
+        (f"fp32 FMA limit ({report['peak_fma_how']})", report["peak_fma_gflops"]),
     ]
+    out = [("machine", "", name, gflops, "GFLOP/s") for name, gflops in peak if gflops is not None]
     for kind, inf in report["inference"].items():
         out.append(("inference", kind, "", inf["macs_per_mp"], "MAC/MP"))
         for name, r in inf["paths"].items():
@@ -28,6 +25,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
                 out += [
                     ("inference", kind, name, r["ms_per_mp"], "ms/MP"),
                     ("inference", kind, name, r["gflops"], "GFLOP/s"),
+                    ("inference", kind, name, r["peak_fraction"], "share of peak"),
                     ("inference", kind, name, r["max_abs_diff"], "max abs diff vs eager"),
                 ]
         out += [
@@ -47,7 +45,11 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, float, str]]:
         if r["status"] == "ok":
             out.append(("inference", "", f"codec {name}", r["ms"], "ms/frame"))
     for kind, r in report["train"].items():
-        out.append(("train", kind, "Trainer.step", r["samples_per_s"], "samples/s"))
+        out += [
+            ("train", kind, "Trainer.step", r["samples_per_s"], "samples/s"),
+            ("train", kind, "Trainer.step", r["gflops"], "GFLOP/s"),
+            ("train", kind, "Trainer.step", r["peak_fraction"], "share of peak"),
+        ]
     for name in ("processed", "png"):
         if f"{name}_samples_per_s" in report["data"]:
             out.append(("data", "", name, report["data"][f"{name}_samples_per_s"], "samples/s"))
@@ -64,14 +66,29 @@ def write_csv(report: dict[str, Any], path: Path = paths.BENCH_CSV) -> None:
     fsutil.write_text(path, buf.getvalue())
 
 
+def peak_lines(report: dict[str, Any]) -> list[str]:
+    """The peak, both figures it is the higher of, and the line saying it was raised."""
+    fma = report["peak_fma_gflops"]
+    lines = [
+        f"fp32 peak {report['peak_gflops']:.1f} GFLOP/s: {report['peak_how']}, "
+        + ("above both of" if report["peak_raised"] else "the higher of"),
+        f"  {'FMA limit':<13}{f'{fma:.1f}' if fma is not None else '-':>7} GFLOP/s  "
+        f"{report['peak_fma_how']}",
+        f"  {'best product':<13}{report['peak_gemm_gflops']:>7.1f} GFLOP/s  "
+        f"{report['peak_gemm_how']}",
+    ]
+    if report["peak_raised"]:
+        lines.append(f"  {report['peak_raised']}")
+    return lines
+
+
 def table(report: dict[str, Any]) -> str:
     """The report as plain-text tables."""
     m = report["machine"]
     lines = [
         f"torch {m['torch']}, {m['threads']} threads on {m['cores']} cores ({m['cpu']}, load "
-        f"{m['load_1min_before']}; allocator: {m['allocator']}); "
-        f"fp32 matmul peak {report['peak_gflops']:.1f} GFLOP/s ({report['peak_how']}); "
-        f"median of {report['repeats']}",
+        f"{m['load_1min_before']}; allocator: {m['allocator']}); median of {report['repeats']}",
+        *peak_lines(report),
     ]
     for kind, inf in report["inference"].items():
         lines += [
@@ -89,7 +106,7 @@ def table(report: dict[str, Any]) -> str:
                 continue
             lines.append(
                 f"  {name:<14}{r['ms_per_mp']:>9.1f}{r['speedup_vs_eager']:>9.2f}"
-                f"{r['gflops']:>9.1f}{r['gflops'] / report['peak_gflops']:>6.0%}"
+                f"{r['gflops']:>9.1f}{r['peak_fraction']:>6.0%}"
                 f"{r['max_abs_diff']:>11.1e}{'yes' if r['same_result'] else 'no':>6}  {r['note']}"
             )
         pr = inf["predict"]
@@ -117,7 +134,8 @@ def table(report: dict[str, Any]) -> str:
     for kind, r in report["train"].items():
         lines.append(
             f"  {kind:<4}{r['samples_per_s']:>8.1f} samples/s  ({r['step_ms']:.0f} ms per step, "
-            f"batch {r['batch_size']}, crop {r['crop']})"
+            f"batch {r['batch_size']}, crop {r['crop']}; {r['gflop_per_step']:.1f} GFLOP per step "
+            f"= {r['gflops']:.1f} GFLOP/s, {r['peak_fraction']:.0%} of peak)"
         )
     d = report["data"]
     lines += ["", "data (random crops, one process)"]

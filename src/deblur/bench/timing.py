@@ -20,6 +20,7 @@ class Sizes:
         self.quick = quick
         self.image = (72, 128) if quick else (720, 1280)  # (height, width)
         self.matmul = (256,) if quick else (1024, 2048, 4096)
+        self.conv = (64, 64) if quick else (256, 128)  # (channels, side) of a 3x3 conv
         self.crops = 8 if quick else 64  # data samples per timed run
         self.folder = 2 if quick else 4  # images in the timed `predict` of a folder
 

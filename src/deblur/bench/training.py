@@ -1,10 +1,12 @@
-"""Training throughput: samples per second through the real Trainer.step."""
+"""Training throughput: samples per second through the real Trainer.step, and the GFLOP/s
+that makes."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from deblur.bench.timing import Sizes, timed
 from deblur.config import Params
@@ -29,13 +31,21 @@ def bench_train(kind: str, params: Params, sizes: Sizes, repeats: int) -> dict[s
             trainer = Trainer(kind, params, World(rank=0, size=1, device=torch.device("cpu")))
             gen = torch.Generator().manual_seed(0)
             blur, sharp = (torch.rand(batch, 3, crop, crop, generator=gen) for _ in range(2))
+            # Counted, not estimated as 3x the forward: the GAN's step also runs the
+            # discriminator forward and backward, twice. One more step, outside the timing.
+            with FlopCounterMode(display=False) as counter:
+                trainer.step(blur, sharp)
+            flop = counter.get_total_flops()
             seconds = timed(lambda: trainer.step(blur, sharp), repeats)
     finally:
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
     return {
         "samples_per_s": round(batch / seconds, 2),
         "step_ms": round(seconds * 1e3, 1),
+        "gflop_per_step": round(flop / 1e9, 3),
+        "gflops": round(flop / seconds / 1e9, 2),
         "batch_size": batch,
         "crop": crop,
-        "how": "Trainer.step on random tensors (no data loading)",
+        "how": "Trainer.step on random tensors (no data loading); FLOP of its convolutions "
+        "and matrix products, forward and backward, as torch's FlopCounterMode counts them",
     }
