@@ -203,3 +203,44 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     gan = results.set_index("model").loc["GAN (this project)"]
     assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
+
+    # evaluate.flips (on by default): each model again with the flip self-ensemble, under
+    # "options" only; the results table, per-image rows and per-model keys are as before.
+    assert set(saved["options"]) == {"gan_flips", "ae_flips"}
+    assert not results.model.str.contains("flips").any()
+    assert set(per_image.model) == {"gan", "ae", "baseline", "blurry"}
+    for kind in ("gan", "ae"):
+        option = saved["options"][f"{kind}_flips"]
+        assert set(option) == {
+            "psnr",
+            "ssim",
+            "images",
+            "psnr_vs_plain",
+            "ssim_vs_plain",
+            "ms_per_mp",
+        }
+        assert option["images"] == len(stores[0]) and option["ms_per_mp"] > 0
+        gain = option["psnr"] - saved[kind]["psnr"]
+        assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
+        assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
+        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain", "ms_per_mp"}
+    assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
+
+
+def test_flips_option_rows(stores):
+    test, _ = stores
+    identity = {"gan": nn.Identity(), "ae": nn.Identity()}
+    rows = protocol.evaluate_options(identity, test, PARAMS)
+    assert set(rows.model) == {"gan_flips", "ae_flips"}
+    assert list(rows.columns) == tables.PER_IMAGE_COLUMNS
+    method = protocol.model_method(nn.Identity(), 32, 8, "cpu")
+    plain = pd.DataFrame(
+        [row for kind in identity for row in protocol.score_method(kind, method, test, "full")]
+    )
+    options = tables.option_metrics(tables.summarize(rows), tables.summarize(plain))
+    # The identity is flip-equivariant: the ensemble scores exactly as the plain model.
+    assert options["gan_flips"]["psnr_vs_plain"] == 0 and options["gan_flips"]["ssim_vs_plain"] == 0
+    assert all(re.fullmatch(r"[\w\-. :/]+", key) for key in options)  # MLflow metric names
+
+    off = config.parse({"evaluate": {"tile": 32, "overlap": 8, "flips": False}})
+    assert protocol.evaluate_options(identity, test, off).empty

@@ -45,6 +45,8 @@ def evaluated():
     summary = tables.summarize(per_image)
     results = tables.results_table(summary, labels, {"gan": 1200, "ae": 3400}, "synthetic")
     metrics = tables.eval_metrics(summary, protocol.tracks(REPORT), "cpu")
+    options = protocol.evaluate_options(models, test, REPORT)  # evaluate.flips: on by default
+    metrics["options"] = tables.option_metrics(tables.summarize(options), summary)
     return models, test, per_image, results, metrics
 
 
@@ -98,9 +100,36 @@ def test_report_without_optional_inputs(report_project):
     for name in ("plots/train_gan.csv", "plots/train_ae.csv", "metrics/data.json"):
         (root / name).unlink()
     (root / "metrics" / "train_gan.json").unlink()
+    saved = json.loads((root / "metrics" / "eval.json").read_text())
+    del saved["options"]  # evaluate.flips: false
+    fsutil.write_json(root / "metrics" / "eval.json", saved)
     render.run(REPORT, models=models, store=test)
     md = (root / "reports" / "report.md").read_text()
     assert "No training curves found" in md and "n/a (metrics/data.json not found)" in md
+    assert "Inference options" not in md
+
+
+def rendered(root: Path, models, test) -> tuple[dict, str, str]:
+    """The report stage's context (what the templates are given), report.md, report.html."""
+    context = render.build_context(REPORT, models, test, root / "reports" / "figures")
+    md_path, html_path = render.render(context, root / "reports")
+    return context, md_path.read_text(), html_path.read_text()
+
+
+def test_report_shows_inference_options_apart(report_project):
+    from deblur.report.figures import NAMES
+
+    root, models, test, _ = report_project
+    _, md, html = rendered(root, models, test)
+    # flips under its own heading, never in the results table above it.
+    results = md[md.index("### Measured") : md.index("### Inference options")]
+    assert "flips" not in results
+    options = md[md.index("### Inference options: gain and cost") : md.index("![PSNR")]
+    gan = json.loads((root / "metrics" / "eval.json").read_text())["options"]["gan_flips"]
+    assert f"| {NAMES['gan']} + flips | {gan['psnr']:.2f} | {gan['ssim']:.4f} |" in options
+    gan_row, ae_row = (options.index(f"| {NAMES[k]} + flips |") for k in ("gan", "ae"))
+    assert gan_row < ae_row  # in KINDS order, as every table
+    assert "time vs plain" in options and "<h3>Inference options: gain and cost</h3>" in html
 
 
 def test_report_needs_evaluate_first(report_project):

@@ -123,6 +123,32 @@ def train_table(trained: dict[str, dict]) -> dict:
     }
 
 
+def option_rows(eval_json: dict) -> dict:
+    """eval.json's "options" (each model under an inference option, e.g. gan_flips) as rows:
+    its scores, its gain over the plain model, and its time as a factor of the plain one's
+    (both timed in the same evaluate run). No rows when evaluate.flips was off."""
+    options = eval_json.get("options", {})
+    rank = {kind: i for i, kind in enumerate(KINDS)}  # eval.json's keys are sorted by name
+    rows = []
+    for key in sorted(options, key=lambda k: (rank.get(k.partition("_")[0], len(rank)), k)):
+        kind, _, option = key.partition("_")
+        scores = options[key]
+        plain = eval_json.get(kind, {}).get("ms_per_mp")
+        rows.append(
+            {
+                "model": f"{figures.NAMES.get(kind, kind)} + {option}",
+                "scores": [_num(scores.get(n), f".{m.decimals}f") for n, m in METRICS.items()],
+                "gains": [
+                    _num(scores.get(f"{n}_vs_plain"), f"+.{m.decimals}f")
+                    for n, m in METRICS.items()
+                ],
+                "ms_per_mp": _num(scores.get("ms_per_mp"), ".0f"),
+                "cost": f"{scores['ms_per_mp'] / plain:.1f}×" if plain else "–",
+            }
+        )
+    return {"rows": rows, "gain_labels": [f"Δ {m.label} vs plain" for m in METRICS.values()]}
+
+
 def run_ids() -> list[dict]:
     """The MLflow runs behind the numbers, as the stages recorded them."""
     sources = {f"train {kind}": paths.train_metrics(kind) for kind in KINDS}
@@ -287,6 +313,7 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
         "metric_labels": [metric.label for metric in METRICS.values()],
         "measured": result_rows(results, tables.measured_source(params.data.name)),
         "reported": result_rows(results, tables.REPORTED_SOURCE),
+        "options": option_rows(eval_json),
         "headline": [{"name": figures.NAMES[k], **eval_json[k]} for k in KINDS if k in eval_json],
         "protocol": eval_json.get("protocol", params.evaluate.protocol),
         "device": eval_json.get("device", NA),
