@@ -83,6 +83,25 @@ def test_metrics_follow_the_protocol():
     assert scores == pytest.approx({"psnr": psnr(pred, ref), "ssim": ssim(pred, ref)})
 
 
+def test_sharpness_drops_with_blur_and_rises_with_unsharp_masking():
+    from scipy.ndimage import gaussian_filter
+
+    from deblur.metrics import SHARPNESS, sharpness
+
+    sharp = skdata.astronaut()[100:260, 120:320]
+    blur = np.round(uniform_filter(sharp.astype(np.float32), size=(1, 7, 1))).astype(np.uint8)
+    x = blur / 255.0
+    masked = np.clip(x + 1.5 * (x - gaussian_filter(x, sigma=(2, 2, 0))), 0, 1)  # float
+    s_sharp, s_blur, s_masked = sharpness(sharp), sharpness(blur), sharpness(masked)
+    assert set(s_sharp) == set(SHARPNESS)
+    for name in SHARPNESS:
+        assert s_blur[name] < s_sharp[name], name
+        assert s_masked[name] / s_blur[name] > 1, name
+    assert sharpness(blur.astype(np.float32) / 255) == pytest.approx(s_blur)  # uint8 or float
+    flat = np.full((20, 30, 3), 128, np.uint8)
+    assert sharpness(flat) == {name: 0.0 for name in SHARPNESS}
+
+
 def test_identity_model_scores_as_the_blurry_input(stores):
     test, train = stores
     per_image, labels = protocol.evaluate(

@@ -132,6 +132,39 @@ def test_report_shows_inference_options_apart(report_project):
     assert "time vs plain" in options and "<h3>Inference options: gain and cost</h3>" in html
 
 
+def test_report_scores_the_real_photo_sharpness(report_project, tmp_path):
+    from tiny_models import save_tiny
+
+    from deblur.data.images import read_rgb, to_uint8
+    from deblur.infer import deblur_image
+    from deblur.metrics import SHARPNESS, sharpness
+    from deblur.report.figures import NAMES
+
+    root, _, test, _ = report_project
+    # Nudged weights: an untrained model is the identity, as sharp as its input.
+    models = {kind: save_tiny(tmp_path / f"{kind}.pt", kind) for kind in ("gan", "ae")}
+    context, md, html = rendered(root, models, test)
+
+    # The report's data: the input's sharpness, then each model's output's as predict saves it.
+    rows = context["sharpness"]["rows"]
+    assert [r["name"] for r in rows] == ["real blurred photo", NAMES["gan"], NAMES["ae"]]
+    photo = read_rgb(render.real_photo())
+    assert rows[0]["values"] == pytest.approx(sharpness(photo))
+    assert rows[0]["factors"] == pytest.approx(dict.fromkeys(SHARPNESS, 1.0))
+    gan = sharpness(to_uint8(deblur_image(models["gan"], photo, REPORT.evaluate.tile)))
+    assert rows[1]["values"] == pytest.approx(gan)
+    assert rows[1]["factors"] == pytest.approx({k: gan[k] / rows[0]["values"][k] for k in gan})
+    assert rows[1]["factors"] != pytest.approx(dict.fromkeys(SHARPNESS, 1.0))
+
+    section = md[md.index("## A real blurred photograph") : md.index("## Data")]
+    assert "| image | Laplacian var | × input | gradient energy | × input |" in section
+    laplacian = f"{rows[0]['values']['laplacian_var']:.3g}"
+    assert f"| real blurred photo | {laplacian} | 1.00 |" in section
+    factor = f"{rows[1]['factors']['gradient_energy']:.2f}"
+    assert f"| {NAMES['gan']} | " in section and f" | {factor} |" in section
+    assert '<table class="sharpness">' in html
+
+
 def test_report_needs_evaluate_first(report_project):
     from deblur.errors import DeblurError
 

@@ -26,7 +26,7 @@ from deblur.errors import DeblurError
 from deblur.evaluate import tables
 from deblur.infer import deblur_image
 from deblur.kinds import KINDS
-from deblur.metrics import METRICS, psnr
+from deblur.metrics import METRICS, SHARPNESS, psnr, sharpness
 from deblur.report import figures
 
 TEMPLATES = paths.TEMPLATES
@@ -212,21 +212,58 @@ def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
     return shown
 
 
-def photo_figure(models, params, out_dir: Path) -> Path | None:
-    """Before and after on a real motion-blurred photograph (no ground truth to score)."""
+def _sharpness_title(row: dict, factor: bool) -> str:
+    """'GAN' over one line per measure: 'Laplacian var 55.5 (×2.29)', the factor when asked."""
+    lines = [row["name"]]
+    for key, measure in SHARPNESS.items():
+        times = row["factors"][key]
+        shown = f" (×{times:.2f})" if factor and math.isfinite(times) else ""
+        lines.append(f"{measure.label} {row['values'][key]:.3g}{shown}")
+    return "\n".join(lines)
+
+
+def sharpness_rows(images: list[tuple[str, np.ndarray]]) -> dict:
+    """No-reference sharpness (metrics.SHARPNESS) of each (name, uint8 image), the first the
+    input: raw values and factors over the input's for a test, cells for the table."""
+    measured = [(name, sharpness(image)) for name, image in images]
+    ref = measured[0][1]
+    rows = []
+    for name, scores in measured:
+        factors = {k: (v / ref[k] if ref[k] > 0 else math.nan) for k, v in scores.items()}
+        rows.append(
+            {
+                "name": name,
+                "values": scores,
+                "factors": factors,
+                "cells": [
+                    c for k in SHARPNESS for c in (f"{scores[k]:.3g}", _num(factors[k], ".2f"))
+                ],
+            }
+        )
+    return {"labels": [m.label for m in SHARPNESS.values()], "rows": rows}
+
+
+def photo_figure(models, params, out_dir: Path) -> tuple[Path, dict] | None:
+    """Before and after on a real motion-blurred photograph, with no ground truth to score
+    against: each panel titled with its no-reference sharpness, returned as rows too."""
 
     source = real_photo()
     if source is None:
         return None
     image = read_rgb(source)  # the same reader `deblur predict` uses
     ev = params.evaluate
-    panels = [("real blurred photo", image)]
+    images = [("real blurred photo", image)]
     for kind, model in models.items():
         out = deblur_image(model, image, ev.tile, ev.overlap)
-        panels.append((figures.NAMES[kind], to_uint8(out)))
+        images.append((figures.NAMES[kind], to_uint8(out)))  # scored as predict saves it
+    table = sharpness_rows(images)
+    panels = [
+        (_sharpness_title(row, factor=i > 0), picture)
+        for i, ((_, picture), row) in enumerate(zip(images, table["rows"], strict=True))
+    ]
     path = out_dir / "real_photo.png"
     figures.comparison(panels, path, zoom=False)
-    return path
+    return path, table
 
 
 # --------------------------------------------------------------------------- rendering
@@ -281,7 +318,8 @@ def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Pat
         "curves": _rel(fig_dir / "training_curves.png"),
         "scatter": _rel(fig_dir / "per_image_psnr.png"),
         "samples": [{**s, "path": _rel(s["path"])} for s in shown],
-        "photo": _rel(photo) if photo else None,
+        "photo": _rel(photo[0]) if photo else None,
+        "sharpness": photo[1] if photo else None,
     }
 
 
