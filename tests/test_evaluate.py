@@ -83,6 +83,25 @@ def test_metrics_follow_the_protocol():
     assert scores == pytest.approx({"psnr": psnr(pred, ref), "ssim": ssim(pred, ref)})
 
 
+def test_sharpness_drops_with_blur_and_rises_with_unsharp_masking():
+    from scipy.ndimage import gaussian_filter
+
+    from deblur.metrics import SHARPNESS, sharpness
+
+    sharp = skdata.astronaut()[100:260, 120:320]
+    blur = np.round(uniform_filter(sharp.astype(np.float32), size=(1, 7, 1))).astype(np.uint8)
+    x = blur / 255.0
+    masked = np.clip(x + 1.5 * (x - gaussian_filter(x, sigma=(2, 2, 0))), 0, 1)  # float
+    s_sharp, s_blur, s_masked = sharpness(sharp), sharpness(blur), sharpness(masked)
+    assert set(s_sharp) == set(SHARPNESS)
+    for name in SHARPNESS:
+        assert s_blur[name] < s_sharp[name], name
+        assert s_masked[name] / s_blur[name] > 1, name
+    assert sharpness(blur.astype(np.float32) / 255) == pytest.approx(s_blur)  # uint8 or float
+    flat = np.full((20, 30, 3), 128, np.uint8)
+    assert sharpness(flat) == {name: 0.0 for name in SHARPNESS}
+
+
 def test_identity_model_scores_as_the_blurry_input(stores):
     test, train = stores
     per_image, labels = protocol.evaluate(
@@ -216,3 +235,44 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     assert curve.loc[("gan", 50), "step"] == 10
     history = tracking.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
+
+    # evaluate.flips (on by default): each model again with the flip self-ensemble, under
+    # "options" only; the results table, per-image rows and per-model keys are as before.
+    assert set(saved["options"]) == {"gan_flips", "ae_flips"}
+    assert not results.model.str.contains("flips").any()
+    assert set(per_image.model) == {"gan", "ae", "baseline", "blurry"}
+    for kind in ("gan", "ae"):
+        option = saved["options"][f"{kind}_flips"]
+        assert set(option) == {
+            "psnr",
+            "ssim",
+            "images",
+            "psnr_vs_plain",
+            "ssim_vs_plain",
+            "ms_per_mp",
+        }
+        assert option["images"] == len(stores[0]) and option["ms_per_mp"] > 0
+        gain = option["psnr"] - saved[kind]["psnr"]
+        assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
+        assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
+        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain", "ms_per_mp"}
+    assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
+
+
+def test_flips_option_rows(stores):
+    test, _ = stores
+    identity = {"gan": nn.Identity(), "ae": nn.Identity()}
+    rows = protocol.evaluate_options(identity, test, PARAMS)
+    assert set(rows.model) == {"gan_flips", "ae_flips"}
+    assert list(rows.columns) == tables.PER_IMAGE_COLUMNS
+    method = protocol.model_method(nn.Identity(), 32, 8, "cpu")
+    plain = pd.DataFrame(
+        [row for kind in identity for row in protocol.score_method(kind, method, test, "full")]
+    )
+    options = tables.option_metrics(tables.summarize(rows), tables.summarize(plain))
+    # The identity is flip-equivariant: the ensemble scores exactly as the plain model.
+    assert options["gan_flips"]["psnr_vs_plain"] == 0 and options["gan_flips"]["ssim_vs_plain"] == 0
+    assert all(re.fullmatch(r"[\w\-. :/]+", key) for key in options)  # MLflow metric names
+
+    off = config.parse({"evaluate": {"tile": 32, "overlap": 8, "flips": False}})
+    assert protocol.evaluate_options(identity, test, off).empty

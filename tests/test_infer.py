@@ -73,6 +73,63 @@ def test_bad_shapes_and_tiles_are_user_errors():
         infer.deblur_image(small_conv(), image(8, 8), tile=32, overlap=32)
 
 
+# --------------------------------------------------------------------------- flips
+
+
+def flipped_passes(model, img, **kw) -> np.ndarray:
+    """The self-ensemble by hand: four whole-image passes on flipped copies, flipped back."""
+    outs = [
+        np.flip(infer.deblur_image(model, np.ascontiguousarray(np.flip(img, axes)), **kw), axes)
+        for axes in [(), (0,), (1,), (0, 1)]
+    ]
+    return np.mean(outs, axis=0)
+
+
+@pytest.mark.parametrize("kind", ["gan", "ae"])
+@pytest.mark.parametrize("tile", [4096, 32])  # whole, and tiles smaller than the image
+def test_flips_keep_the_shape_at_odd_sizes(tmp_path, kind, tile):
+    from tiny_models import random_image, save_tiny
+
+    model, img = save_tiny(tmp_path / "m.pt", kind), random_image(37, 53)
+    calls = []
+    out = infer.deblur_image(
+        model, img, tile=tile, overlap=8, flips=True, on_tile=lambda *a: calls.append(a)
+    )
+    assert out.shape == img.shape and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    total = infer.tile_count(37, 53, tile, 8)
+    assert total == 1 if tile == 4096 else total > 1
+    assert calls == [(i, total) for i in range(1, total + 1)]  # tiles, not passes
+
+
+def test_flips_of_a_flip_equivariant_model_are_the_plain_output():
+    # An untrained Restorer is the identity (its last conv starts at zero): flipping the
+    # input, running it and flipping back changes nothing, so the mean is the plain output.
+    from tiny_models import TINY_ARCH, random_image
+
+    from deblur import models
+
+    img = random_image(37, 53)
+    for kind in ("gan", "ae"):
+        model = models.build(kind, TINY_ARCH[kind]).eval()
+        for tile in (4096, 32):
+            plain = infer.deblur_image(model, img, tile=tile, overlap=8)
+            np.testing.assert_array_equal(
+                infer.deblur_image(model, img, tile=tile, overlap=8, flips=True), plain
+            )
+
+
+@pytest.mark.parametrize("kind", ["gan", "ae"])
+def test_flips_are_the_mean_of_four_flipped_passes(tmp_path, kind):
+    from tiny_models import random_image, save_tiny
+
+    model, img = save_tiny(tmp_path / "m.pt", kind), random_image(37, 53)
+    plain = infer.deblur_image(model, img)
+    flips = infer.deblur_image(model, img, flips=True)
+    assert np.abs(flips - plain).max() > 1e-3  # nudged weights: no longer flip-equivariant
+    np.testing.assert_allclose(flips, flipped_passes(model, img), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- models
 
 
@@ -195,6 +252,24 @@ def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
     assert not np.array_equal(want, read_rgb(src))  # the model changes the image
     np.testing.assert_array_equal(read_rgb(out), want)
     assert "deblur" not in capfd.readouterr().err  # progress=False: no bar
+
+
+def test_predict_flips_writes_the_ensemble(tmp_path, monkeypatch):
+    # Through the command's own function: --flips reaches deblur_image.
+    from tiny_models import random_image, save_tiny
+
+    from deblur import cli
+    from deblur.data.images import read_rgb, write_png
+
+    model = save_tiny(ckpt := tmp_path / "gan.pt", "gan")
+    write_png(src := tmp_path / "in" / "frame.png", random_image(37, 53))
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the defaults apply
+    cli.predict([str(src)], tmp_path / "out", model=str(ckpt), tile=32, overlap=8,
+                device="cpu", flips=True)  # fmt: skip
+    want = to_uint8(infer.deblur_image(model, read_rgb(src), tile=32, overlap=8, flips=True))
+    plain = to_uint8(infer.deblur_image(model, read_rgb(src), tile=32, overlap=8))
+    assert not np.array_equal(want, plain)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "out" / "frame.png"), want)
 
 
 def test_predict_compiled_writes_what_eager_writes(tmp_path):

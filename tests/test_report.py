@@ -12,12 +12,23 @@ import pytest
 from test_evaluate import make_store, tiny
 
 from deblur import config, fsutil
-from deblur.evaluate import protocol, tables
+from deblur.evaluate import protocol, stage, tables
 from deblur.report import render
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "pipeline" / "templates"
 # Whole-image tiles: the report redraws outputs, and tiling is test_infer's business.
 REPORT = config.parse({"evaluate": {"samples": 4}})
+
+
+def fake_quality_curve() -> pd.DataFrame:
+    """plots/curve.csv as evaluate writes it: part-way checkpoints and the final model."""
+    rows = [
+        {"model": kind, "percent": pct, "step": 8 * pct, "seconds": 2.0 * pct + (kind == "gan")}
+        | {"psnr": 25 + gain, "ssim": 0.8, "psnr_gain": gain, "ssim_gain": gain / 100}
+        for kind in ("gan", "ae")
+        for pct, gain in ((25, 0.2), (50, 0.4), (100, 0.55))
+    ]
+    return pd.DataFrame(rows)
 
 
 def fake_curve(kind: str, epochs: int = 4) -> pd.DataFrame:
@@ -45,6 +56,8 @@ def evaluated():
     summary = tables.summarize(per_image)
     results = tables.results_table(summary, labels, {"gan": 1200, "ae": 3400}, "synthetic")
     metrics = tables.eval_metrics(summary, protocol.tracks(REPORT), "cpu")
+    options = protocol.evaluate_options(models, test, REPORT)  # evaluate.flips: on by default
+    metrics["options"] = tables.option_metrics(tables.summarize(options), summary)
     return models, test, per_image, results, metrics
 
 
@@ -54,7 +67,7 @@ def report_project(tmp_path, monkeypatch, evaluated):
     models, test, per_image, results, metrics = evaluated
     monkeypatch.chdir(tmp_path)
     shutil.copytree(TEMPLATES, tmp_path / "pipeline" / "templates")
-    protocol.write_outputs(per_image, results, metrics)
+    stage.write_outputs(per_image, results, metrics, fake_quality_curve())
     fsutil.write_text("plots/train_gan.csv", fake_curve("gan").to_csv(index=False))
     fsutil.write_text("plots/train_ae.csv", fake_curve("ae").to_csv(index=False))
     fsutil.write_json("metrics/train_gan.json", {"best_val_psnr": 25.1, "mlflow_run_id": "abc123"})
@@ -74,6 +87,8 @@ def test_report_renders_md_html_and_figures(report_project):
     html = (root / "reports" / "report.html").read_text()
     figures = sorted(p.name for p in (root / "reports" / "figures").glob("*.png"))
     assert {"training_curves.png", "per_image_psnr.png", "real_photo.png"} <= set(figures)
+    assert "quality_curve.png" in figures
+    assert "| GAN | 50 | 400 | 101 | +0.400 | +0.0040 |" in md  # the curve's table
     assert len([f for f in figures if f.startswith("sample_")]) == 3  # samples=4, 3 images
     for name in figures:
         assert f"(figures/{name})" in md  # relative links from reports/report.md
@@ -95,12 +110,78 @@ def test_report_renders_md_html_and_figures(report_project):
 
 def test_report_without_optional_inputs(report_project):
     root, models, test, _ = report_project
-    for name in ("plots/train_gan.csv", "plots/train_ae.csv", "metrics/data.json"):
+    for name in (
+        "plots/train_gan.csv",
+        "plots/train_ae.csv",
+        "metrics/data.json",
+        "plots/curve.csv",
+    ):
         (root / name).unlink()
     (root / "metrics" / "train_gan.json").unlink()
+    saved = json.loads((root / "metrics" / "eval.json").read_text())
+    del saved["options"]  # evaluate.flips: false
+    fsutil.write_json(root / "metrics" / "eval.json", saved)
     render.run(REPORT, models=models, store=test)
     md = (root / "reports" / "report.md").read_text()
     assert "No training curves found" in md and "n/a (metrics/data.json not found)" in md
+    assert "Inference options" not in md
+    assert "Quality against compute" not in md
+
+
+def rendered(root: Path, models, test) -> tuple[dict, str, str]:
+    """The report stage's context (what the templates are given), report.md, report.html."""
+    context = render.build_context(REPORT, models, test, root / "reports" / "figures")
+    md_path, html_path = render.render(context, root / "reports")
+    return context, md_path.read_text(), html_path.read_text()
+
+
+def test_report_shows_inference_options_apart(report_project):
+    from deblur.report.figures import NAMES
+
+    root, models, test, _ = report_project
+    _, md, html = rendered(root, models, test)
+    # flips under its own heading, never in the results table above it.
+    results = md[md.index("### Measured") : md.index("### Inference options")]
+    assert "flips" not in results
+    options = md[md.index("### Inference options: gain and cost") : md.index("![PSNR")]
+    gan = json.loads((root / "metrics" / "eval.json").read_text())["options"]["gan_flips"]
+    assert f"| {NAMES['gan']} + flips | {gan['psnr']:.2f} | {gan['ssim']:.4f} |" in options
+    gan_row, ae_row = (options.index(f"| {NAMES[k]} + flips |") for k in ("gan", "ae"))
+    assert gan_row < ae_row  # in KINDS order, as every table
+    assert "time vs plain" in options and "<h3>Inference options: gain and cost</h3>" in html
+
+
+def test_report_scores_the_real_photo_sharpness(report_project, tmp_path):
+    from tiny_models import save_tiny
+
+    from deblur.data.images import read_rgb, to_uint8
+    from deblur.infer import deblur_image
+    from deblur.metrics import SHARPNESS, sharpness
+    from deblur.report.figures import NAMES
+
+    root, _, test, _ = report_project
+    # Nudged weights: an untrained model is the identity, as sharp as its input.
+    models = {kind: save_tiny(tmp_path / f"{kind}.pt", kind) for kind in ("gan", "ae")}
+    context, md, html = rendered(root, models, test)
+
+    # The report's data: the input's sharpness, then each model's output's as predict saves it.
+    rows = context["sharpness"]["rows"]
+    assert [r["name"] for r in rows] == ["real blurred photo", NAMES["gan"], NAMES["ae"]]
+    photo = read_rgb(render.real_photo())
+    assert rows[0]["values"] == pytest.approx(sharpness(photo))
+    assert rows[0]["factors"] == pytest.approx(dict.fromkeys(SHARPNESS, 1.0))
+    gan = sharpness(to_uint8(deblur_image(models["gan"], photo, REPORT.evaluate.tile)))
+    assert rows[1]["values"] == pytest.approx(gan)
+    assert rows[1]["factors"] == pytest.approx({k: gan[k] / rows[0]["values"][k] for k in gan})
+    assert rows[1]["factors"] != pytest.approx(dict.fromkeys(SHARPNESS, 1.0))
+
+    section = md[md.index("## A real blurred photograph") : md.index("## Data")]
+    assert "| image | Laplacian var | × input | gradient energy | × input |" in section
+    laplacian = f"{rows[0]['values']['laplacian_var']:.3g}"
+    assert f"| real blurred photo | {laplacian} | 1.00 |" in section
+    factor = f"{rows[1]['factors']['gradient_energy']:.2f}"
+    assert f"| {NAMES['gan']} | " in section and f" | {factor} |" in section
+    assert '<table class="sharpness">' in html
 
 
 def test_report_needs_evaluate_first(report_project):

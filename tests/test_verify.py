@@ -119,6 +119,28 @@ def test_within_tolerance_and_timings_pass(repo):
     assert failed(verify.verify(PARAMS)) == []
 
 
+def test_inference_options_are_figures_like_any_other_but_never_gate_a_merge(repo):
+    # eval.json's "options" (evaluate.flips): kept apart from the per-model keys the README
+    # table and the gate read. The gate passes a change that adds them (HEAD has none)...
+    options = {"gan_flips": {"psnr": 26.39, "ssim": 0.7656, "images": 32,
+                             "psnr_vs_plain": 0.0547, "ssim_vs_plain": 0.0011,
+                             "ms_per_mp": 5183.2}}  # fmt: skip
+    write(repo, eval_json={**EVAL, "options": options})
+    assert failed(verify.verify(PARAMS, regression_only=True)) == []
+    # ... while a full verify names what the revision lacks, as for any new figure.
+    assert set(failed(verify.verify(PARAMS))) == {
+        f"eval.options.gan_flips.{k}" for k in ("psnr", "ssim", "images", "psnr_vs_plain",
+                                                "ssim_vs_plain")
+    }  # fmt: skip
+    git(repo, "commit", "-qam", "with options")
+    timed = json.loads(json.dumps({**EVAL, "options": options}))
+    timed["options"]["gan_flips"]["ms_per_mp"] = 9999.0  # timings are shown, never compared
+    timed["options"]["gan_flips"]["psnr"] += 0.25
+    write(repo, eval_json=timed)
+    assert failed(verify.verify(PARAMS)) == ["eval.options.gan_flips.psnr"]
+    assert failed(verify.verify(PARAMS, regression_only=True)) == []
+
+
 def test_a_data_count_that_changed_fails(repo):
     write(repo, data_json={**DATA, "pairs": 127})
     assert failed(verify.verify(PARAMS)) == ["data.pairs"]

@@ -238,6 +238,11 @@ class EvaluateConfig(Strict):
     overlap: int = Field(32, ge=0, description="tile overlap, blended to hide seams")
     baseline: Literal["unsharp", "wiener", "richardson_lucy"] = "unsharp"
     samples: int = Field(4, ge=1, le=16, description="triptychs drawn in the report")
+    # Also score each learned model with the flip self-ensemble (`predict --flips`), kept
+    # apart from the results table (eval.json "options"): what it gains and what it costs
+    # is a measured fact for the report, not a guess. It runs every model 4x more, so
+    # false makes the stage quicker (the report then shows no options table).
+    flips: bool = Field(True, description="score each model with --flips too (4x its time)")
 
 
 # --------------------------------------------------------------------------- serving

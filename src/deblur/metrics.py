@@ -5,6 +5,10 @@ PSNR and SSIM follow the settings most deblurring papers report (Wang et al.): R
 the numbers compare across runs and papers. Everything that scores, tabulates, tags or
 promotes iterates over METRICS; adding one (LPIPS, say) is one entry here plus its test
 (docs/architecture.md, "A new metric").
+
+SHARPNESS holds no-reference measures, for an image with no sharp twin (a real photo):
+how much fine detail it has. Blur lowers them, but noise and ringing raise them as real
+detail does, so they say "sharper", never "better".
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from deblur.data.images import to_float
@@ -61,3 +66,47 @@ def score(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 def mean_scores(scores: list[dict[str, float]]) -> dict[str, float]:
     """The per-metric mean of a list of ``score`` results."""
     return {name: float(np.mean([s[name] for s in scores])) for name in METRICS}
+
+
+# --------------------------------------------------------------------------- no reference
+
+# Rec. 709 luma (skimage.color.rgb2gray's weights), in 8-bit levels: the scale the
+# variance-of-Laplacian blur test is usually quoted in (a sharp photo scores in the hundreds).
+LUMA = np.array([0.2125, 0.7154, 0.0721], np.float64) * 255.0
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """uint8 or float [0, 1] HxWx3 -> float64 HxW luma in [0, 255]."""
+    return to_float(image).astype(np.float64) @ LUMA
+
+
+def laplacian_variance(image: np.ndarray) -> float:
+    """Variance of the 3x3 Laplacian of the gray image (mirrored at the border)."""
+    return float(ndimage.laplace(_gray(image), mode="reflect").var())
+
+
+def gradient_energy(image: np.ndarray) -> float:
+    """Mean squared Sobel gradient magnitude of the gray image, in levels per pixel: the
+    Sobel kernel answers 8s to a ramp of slope s, so it is divided by 8 (the ramp scores s**2)."""
+    gray = _gray(image)
+    gy = ndimage.sobel(gray, axis=0, mode="reflect") / 8
+    gx = ndimage.sobel(gray, axis=1, mode="reflect") / 8
+    return float(np.mean(gx**2 + gy**2))
+
+
+@dataclass(frozen=True)
+class NoReference:
+    fn: Callable[[np.ndarray], float]
+    label: str  # column heading for people
+
+
+# Higher is sharper. The report shows each on its real photo, and as a factor of the input's.
+SHARPNESS = {
+    "laplacian_var": NoReference(laplacian_variance, "Laplacian var"),
+    "gradient_energy": NoReference(gradient_energy, "gradient energy"),
+}
+
+
+def sharpness(image: np.ndarray) -> dict[str, float]:
+    """Every no-reference measure of one uint8 or float [0, 1] image."""
+    return {name: measure.fn(image) for name, measure in SHARPNESS.items()}

@@ -158,6 +158,7 @@ def predict(
     compile_model: bool = False,
     overwrite: bool = False,
     recursive: bool = False,
+    flips: bool = False,
 ) -> list[Path]:
     """Deblur files, folders and globs into ``out_dir`` as PNGs; skip (and report) bad files.
 
@@ -165,7 +166,8 @@ def predict(
     (PIL and zlib let go of the GIL), so on a folder the files cost little more than the
     model. ``compile_model`` runs the model through torch.compile: often the fastest path
     `deblur bench` measures, but its compilation (seconds, again for each new tile size)
-    only pays off on many frames, so it is not the default.
+    only pays off on many frames, so it is not the default. ``flips`` averages the model
+    over the image's four flips (infer.deblur_image): 4x the time for a small gain.
     Every readable image is written (atomically) even when some are not; the bad ones are
     named as they come and, at the end, a DeblurError carries their count. What a format
     loses on the way (CMYK, a palette...) is said per file; files in a folder that are not
@@ -197,7 +199,9 @@ def predict(
                 tqdm.write(f"note: {src.name}: {note}", file=sys.stderr)
             start = time.perf_counter()
             try:
-                out = deblur_image(model, photo.rgb, tile=tile, overlap=overlap, device=dev)
+                out = deblur_image(
+                    model, photo.rgb, tile=tile, overlap=overlap, device=dev, flips=flips
+                )
             except torch._dynamo.exc.TorchDynamoException as exc:  # compiles on first call
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
                 raise DeblurError(

@@ -56,9 +56,11 @@ def pairs(store, protocol: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         yield name, *_pair(store, i, protocol)
 
 
-def model_method(model: torch.nn.Module, tile: int, overlap: int, device) -> Method:
-    """What `deblur predict` does to one image, minus the PNG file."""
-    return lambda image: to_uint8(deblur_image(model, image, tile, overlap, device))
+def model_method(
+    model: torch.nn.Module, tile: int, overlap: int, device, flips: bool = False
+) -> Method:
+    """What `deblur predict` (with ``--flips`` when ``flips``) does to one image, minus the PNG."""
+    return lambda image: to_uint8(deblur_image(model, image, tile, overlap, device, flips=flips))
 
 
 def score_method(key: str, method: Method, store, protocol: str, timed: bool = True) -> list[dict]:
@@ -120,3 +122,24 @@ def evaluate(
         rows += score_method("baseline", method, test_store, protocol)
         rows += score_method("blurry", lambda image: image, test_store, protocol, timed=False)
     return pd.DataFrame(rows, columns=tables.PER_IMAGE_COLUMNS), labels
+
+
+def evaluate_options(
+    models: dict[str, torch.nn.Module], test_store, params, device: torch.device | str = "cpu"
+) -> pd.DataFrame:
+    """Per-image rows of each learned model under the inference options params enable.
+
+    Today one option, the flip self-ensemble (params evaluate.flips, `predict --flips`),
+    keyed '<kind>_flips'. A table of its own, apart from evaluate()'s: these rows never
+    reach results.csv, per_image.csv or eval.json's per-model keys (the README's table and
+    `deblur verify` read those), only eval.json's "options" (tables.option_metrics).
+    """
+    ev = params.evaluate
+    protocols = tracks(params)
+    rows: list[dict] = []
+    if ev.flips:
+        for kind, model in models.items():
+            method = model_method(model, ev.tile, ev.overlap, device, flips=True)
+            key = tables.option_key(kind, "flips")
+            rows += score_method(key, method, test_store, protocols[kind])
+    return pd.DataFrame(rows, columns=tables.PER_IMAGE_COLUMNS)

@@ -12,7 +12,7 @@ from deblur import models as zoo
 from deblur.data.dataset import PairStore
 from deblur.evaluate import tables
 from deblur.evaluate.curve import score_curve
-from deblur.evaluate.protocol import evaluate, tracks
+from deblur.evaluate.protocol import evaluate, evaluate_options, tracks
 from deblur.kinds import KINDS
 from deblur.metrics import METRICS
 
@@ -52,8 +52,13 @@ def run(params, device: str = "auto") -> dict:
     n_params = {kind: zoo.count_params(model) for kind, model in loaded.items()}
     results = tables.results_table(summary, labels, n_params, params.data.name)
     metrics = tables.eval_metrics(summary, tracks(params), str(dev))
+    optional = evaluate_options(loaded, test, params, dev)
+    if not optional.empty:
+        metrics["options"] = tables.option_metrics(tables.summarize(optional), summary)
     write_outputs(per_image, results, metrics, curve)
     print(results.to_string(index=False))
+    for key, scores in metrics.get("options", {}).items():
+        print(f"option {key}: " + ", ".join(f"{k} {v}" for k, v in scores.items()))
     run_id = tracking.log_evaluation(
         params, results, per_image, metrics, version_tags(metrics), curve
     )

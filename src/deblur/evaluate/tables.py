@@ -125,3 +125,32 @@ def eval_metrics(summary: pd.DataFrame, tracks: dict[str, str], device: str) -> 
             scores["ms_per_mp"] = round(row.ms_per_mp, 2)
         out[model if model in tracks else _key(model, protocol, several)] = scores
     return out
+
+
+# --------------------------------------------------------------------------- inference options
+
+
+def option_key(kind: str, option: str) -> str:
+    """'gan_flips': a model under an inference option ('+' is no MLflow metric name)."""
+    return f"{kind}_{option}"
+
+
+def option_metrics(options: pd.DataFrame, summary: pd.DataFrame) -> dict:
+    """metrics/eval.json's "options": each model under an inference option (``options``,
+    summarize()'d rows keyed by option_key) and its gain over the plain model in ``summary``.
+
+    Timings stay ms_per_mp, a figure `deblur verify` shows and never compares; the cost as
+    a factor of the plain model's time is the report's to work out.
+    """
+    plain = {(r.model, r.protocol): r for r in summary.itertuples()}
+    out: dict = {}
+    for row in options.itertuples():
+        kind = row.model.split("_", 1)[0]
+        base = plain[(kind, row.protocol)]
+        scores = {name: round(getattr(row, name), 4) for name in METRICS}
+        scores["images"] = row.images
+        for name in METRICS:
+            scores[f"{name}_vs_plain"] = round(getattr(row, name) - getattr(base, name), 4)
+        scores["ms_per_mp"] = round(row.ms_per_mp, 2)
+        out[row.model] = scores
+    return out

@@ -86,6 +86,28 @@ def training_curves(
     _save(fig, path)
 
 
+def quality_curve(curve: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Test PSNR gain over the blurry input against training steps and CPU-seconds, one line
+    per model through its part-way checkpoints: what more training compute buys."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for kind, rows in curve.groupby("model", sort=False):
+        rows = rows.sort_values("percent")
+        style = {"color": COLORS.get(kind), "label": NAMES.get(kind, kind), "marker": "o"}
+        for ax, x in zip(axes, ("step", "seconds"), strict=True):
+            # Every line starts at (0, 0): an untrained Restorer is the identity.
+            ax.plot([0, *rows[x]], [0, *rows["psnr_gain"]], markevery=slice(1, None), **style)
+            for xv, yv, pct in zip(rows[x], rows["psnr_gain"], rows["percent"], strict=True):
+                ax.annotate(f"{pct}%", (xv, yv), textcoords="offset points", xytext=(4, -10))
+    for ax in axes:
+        ax.axhline(0, color=COLORS["blurry"], ls="--", lw=1)
+        ax.set_xlim(left=0)
+        ax.legend(frameon=False, loc="lower right")
+    axes[0].set(title="test PSNR gain vs training steps", xlabel="step", ylabel="dB over blurry")
+    axes[1].set(title="... vs training time", xlabel="training seconds (this machine)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def gain_scatter(per_image: pd.DataFrame, path: str | os.PathLike) -> None:
     """Each method's PSNR against the blurry input's, per test image: above the line = helped."""
     fig, ax = plt.subplots(figsize=(5.2, 4.4))

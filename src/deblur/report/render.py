@@ -26,7 +26,7 @@ from deblur.errors import DeblurError
 from deblur.evaluate import tables
 from deblur.infer import deblur_image
 from deblur.kinds import KINDS
-from deblur.metrics import METRICS, psnr
+from deblur.metrics import METRICS, SHARPNESS, psnr, sharpness
 from deblur.report import figures
 
 TEMPLATES = paths.TEMPLATES
@@ -123,6 +123,32 @@ def train_table(trained: dict[str, dict]) -> dict:
     }
 
 
+def option_rows(eval_json: dict) -> dict:
+    """eval.json's "options" (each model under an inference option, e.g. gan_flips) as rows:
+    its scores, its gain over the plain model, and its time as a factor of the plain one's
+    (both timed in the same evaluate run). No rows when evaluate.flips was off."""
+    options = eval_json.get("options", {})
+    rank = {kind: i for i, kind in enumerate(KINDS)}  # eval.json's keys are sorted by name
+    rows = []
+    for key in sorted(options, key=lambda k: (rank.get(k.partition("_")[0], len(rank)), k)):
+        kind, _, option = key.partition("_")
+        scores = options[key]
+        plain = eval_json.get(kind, {}).get("ms_per_mp")
+        rows.append(
+            {
+                "model": f"{figures.NAMES.get(kind, kind)} + {option}",
+                "scores": [_num(scores.get(n), f".{m.decimals}f") for n, m in METRICS.items()],
+                "gains": [
+                    _num(scores.get(f"{n}_vs_plain"), f"+.{m.decimals}f")
+                    for n, m in METRICS.items()
+                ],
+                "ms_per_mp": _num(scores.get("ms_per_mp"), ".0f"),
+                "cost": f"{scores['ms_per_mp'] / plain:.1f}×" if plain else "–",
+            }
+        )
+    return {"rows": rows, "gain_labels": [f"Δ {m.label} vs plain" for m in METRICS.values()]}
+
+
 def run_ids() -> list[dict]:
     """The MLflow runs behind the numbers, as the stages recorded them."""
     sources = {f"train {kind}": paths.train_metrics(kind) for kind in KINDS}
@@ -186,21 +212,58 @@ def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
     return shown
 
 
-def photo_figure(models, params, out_dir: Path) -> Path | None:
-    """Before and after on a real motion-blurred photograph (no ground truth to score)."""
+def _sharpness_title(row: dict, factor: bool) -> str:
+    """'GAN' over one line per measure: 'Laplacian var 55.5 (×2.29)', the factor when asked."""
+    lines = [row["name"]]
+    for key, measure in SHARPNESS.items():
+        times = row["factors"][key]
+        shown = f" (×{times:.2f})" if factor and math.isfinite(times) else ""
+        lines.append(f"{measure.label} {row['values'][key]:.3g}{shown}")
+    return "\n".join(lines)
+
+
+def sharpness_rows(images: list[tuple[str, np.ndarray]]) -> dict:
+    """No-reference sharpness (metrics.SHARPNESS) of each (name, uint8 image), the first the
+    input: raw values and factors over the input's for a test, cells for the table."""
+    measured = [(name, sharpness(image)) for name, image in images]
+    ref = measured[0][1]
+    rows = []
+    for name, scores in measured:
+        factors = {k: (v / ref[k] if ref[k] > 0 else math.nan) for k, v in scores.items()}
+        rows.append(
+            {
+                "name": name,
+                "values": scores,
+                "factors": factors,
+                "cells": [
+                    c for k in SHARPNESS for c in (f"{scores[k]:.3g}", _num(factors[k], ".2f"))
+                ],
+            }
+        )
+    return {"labels": [m.label for m in SHARPNESS.values()], "rows": rows}
+
+
+def photo_figure(models, params, out_dir: Path) -> tuple[Path, dict] | None:
+    """Before and after on a real motion-blurred photograph, with no ground truth to score
+    against: each panel titled with its no-reference sharpness, returned as rows too."""
 
     source = real_photo()
     if source is None:
         return None
     image = read_rgb(source)  # the same reader `deblur predict` uses
     ev = params.evaluate
-    panels = [("real blurred photo", image)]
+    images = [("real blurred photo", image)]
     for kind, model in models.items():
         out = deblur_image(model, image, ev.tile, ev.overlap)
-        panels.append((figures.NAMES[kind], to_uint8(out)))
+        images.append((figures.NAMES[kind], to_uint8(out)))  # scored as predict saves it
+    table = sharpness_rows(images)
+    panels = [
+        (_sharpness_title(row, factor=i > 0), picture)
+        for i, ((_, picture), row) in enumerate(zip(images, table["rows"], strict=True))
+    ]
     path = out_dir / "real_photo.png"
     figures.comparison(panels, path, zoom=False)
-    return path
+    return path, table
 
 
 # --------------------------------------------------------------------------- rendering
@@ -248,15 +311,41 @@ def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Pat
     blurry = {k: t["val_psnr_blurry"] for k, t in trained.items() if "val_psnr_blurry" in t}
     figures.training_curves(curves, fig_dir / "training_curves.png", blurry)
     figures.gain_scatter(per_image, fig_dir / "per_image_psnr.png")
+    quality = _quality_curve(fig_dir)
     samples = pick_samples(per_image, params.evaluate.samples)
     shown = sample_figures(models, store, samples, params, fig_dir)
     photo = photo_figure(models, params, fig_dir)
     return {
         "curves": _rel(fig_dir / "training_curves.png"),
         "scatter": _rel(fig_dir / "per_image_psnr.png"),
+        **quality,
         "samples": [{**s, "path": _rel(s["path"])} for s in shown],
-        "photo": _rel(photo) if photo else None,
+        "photo": _rel(photo[0]) if photo else None,
+        "sharpness": photo[1] if photo else None,
     }
+
+
+def _quality_curve(fig_dir: Path) -> dict:
+    """The quality-vs-compute figure and its table, from evaluate's plots/curve.csv."""
+    if not paths.CURVE_CSV.is_file():
+        return {"quality": None, "quality_rows": []}
+    curve = pd.read_csv(paths.CURVE_CSV)
+    if curve.empty:
+        return {"quality": None, "quality_rows": []}
+    path = fig_dir / "quality_curve.png"
+    figures.quality_curve(curve, path)
+    rows = [
+        {
+            "model": figures.NAMES.get(r.model, r.model),
+            "percent": r.percent,
+            "step": _num(r.step, ".0f"),
+            "seconds": _num(r.seconds, ".0f"),
+            "psnr_gain": _num(r.psnr_gain, "+.3f"),
+            "ssim_gain": _num(r.ssim_gain, "+.4f"),
+        }
+        for r in curve.itertuples(index=False)
+    ]
+    return {"quality": _rel(path), "quality_rows": rows}
 
 
 def experiments_section(fig_dir: Path) -> dict:
@@ -287,6 +376,7 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
         "metric_labels": [metric.label for metric in METRICS.values()],
         "measured": result_rows(results, tables.measured_source(params.data.name)),
         "reported": result_rows(results, tables.REPORTED_SOURCE),
+        "options": option_rows(eval_json),
         "headline": [{"name": figures.NAMES[k], **eval_json[k]} for k in KINDS if k in eval_json],
         "protocol": eval_json.get("protocol", params.evaluate.protocol),
         "device": eval_json.get("device", NA),
