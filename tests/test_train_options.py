@@ -103,9 +103,9 @@ def test_every_option_trains_at_odd_sizes(kind, option, smoke_params):
         parts = trainer.step(blur, sharp)
     assert torch.isfinite(parts["loss"])
     shipped = trainer.shipped().eval()
-    assert any(
-        not torch.equal(a, b) for a, b in zip(before, shipped.parameters(), strict=True)
-    ), "the shipped model never moved"
+    assert any(not torch.equal(a, b) for a, b in zip(before, shipped.parameters(), strict=True)), (
+        "the shipped model never moved"
+    )
     with torch.no_grad():
         out = shipped(blur[:1])
     assert out.shape == blur[:1].shape
