@@ -168,3 +168,26 @@ def test_training_keeps_the_curve_checkpoints(trained_project, smoke_params):
     raw["train"]["ae"].update(epochs=1)
     fit("ae", config.parse(raw), device="cpu")
     assert list(paths.curve_dir("ae").iterdir()) == []
+
+
+def test_torchrun_with_one_process_trains_through_ddp(smoke_params, monkeypatch):
+    """What `torchrun --nproc_per_node 1` sets up: a process group of one, and DDP."""
+    from servers import free_port
+    from torch.nn.parallel import DistributedDataParallel
+
+    from deblur.train import distributed
+
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**env, "MASTER_PORT": str(free_port())}.items():
+        monkeypatch.setenv(key, value)
+    world = distributed.init("cpu")
+    try:
+        assert world.distributed and world.size == 1
+        raw = smoke_params(epochs=1)
+        trainer = Trainer("ae", config.parse(raw), world)
+        assert isinstance(trainer.model, DistributedDataParallel)
+        blur = torch.rand(2, 3, 32, 32)
+        assert torch.isfinite(trainer.step(blur, blur.flip(-1))["loss"])
+    finally:
+        distributed.shutdown(world)
+    assert not torch.distributed.is_initialized()
