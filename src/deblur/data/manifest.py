@@ -17,7 +17,7 @@ import pandas as pd
 from deblur.data.images import channels_of, read_rgb
 from deblur.data.parallel import imap
 from deblur.errors import DataError
-from deblur.metrics import psnr
+from deblur.metrics import laplacian_variance, psnr
 
 SPLITS = ("train", "test")
 SIDES = ("blur", "sharp")
@@ -153,11 +153,9 @@ def _reason(message: str) -> str:
 
 
 def lapvar(image: np.ndarray) -> float:
-    """Variance of the Laplacian of the gray image in [0, 1]: the classic focus measure."""
-    from skimage.color import rgb2gray  # skimage.filters takes seconds to import: not at startup
-    from skimage.filters import laplace
-
-    return float(laplace(rgb2gray(image), ksize=3).var())
+    """metrics.laplacian_variance on gray levels in [0, 1], the scale the manifest and
+    data.json have always kept (the report quotes it in 8-bit levels)."""
+    return laplacian_variance(image) / 255.0**2
 
 
 def read(path: Path) -> pd.DataFrame:
