@@ -137,6 +137,14 @@ def test_precision_auto_is_fp32_on_a_cpu_and_bf16_needs_native_support(monkeypat
         autocast_dtype("bf16", cpu)
     monkeypatch.setattr("deblur.device.native_bf16", lambda *a: True)
     assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    # A GPU without bf16 (pre-Ampere): auto falls back to float16, an explicit bf16 refuses.
+    gpu = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert autocast_dtype("auto", gpu) is torch.float16
+    with pytest.raises(DeblurError, match="no native bfloat16"):
+        autocast_dtype("bf16", gpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("bf16", gpu) is torch.bfloat16
 
 
 def test_curve_shares_fall_on_epochs_before_the_last():

@@ -55,8 +55,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """
     if precision == "fp32" or (precision == "auto" and device.type == "cpu"):
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    if device.type == "cuda" and precision == "auto":  # pre-Ampere: float16 with loss scaling
+        return torch.float16
     if device.type == "cpu" and devices.native_bf16():
         return torch.bfloat16
     raise DeblurError(
