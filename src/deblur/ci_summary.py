@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deblur import config, paths, tracking, verify
+from deblur import config, paths, verify
 from deblur.errors import DeblurError
 from deblur.kinds import KINDS, LABELS
+from deblur.tracking import registry, store
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
@@ -81,12 +82,12 @@ def verify_section(params, rev: str, regression_only: bool) -> str:
 
 def promotion_section() -> str:
     """Per model: the newest version, and whether it holds @champion now."""
-    if not tracking.store_exists():
+    if not store.exists():
         return "_n/a: no MLflow store_"
     lines = []
     for kind in KINDS:
-        newest = next(iter(tracking.versions(kind)), None)
-        holder = tracking.champion(kind)
+        newest = next(iter(registry.versions(kind)), None)
+        holder = registry.champion(kind)
         if newest is None:
             lines.append(f"- {LABELS[kind]}: no registered version")
         elif holder is not None and holder.version == newest.version:
