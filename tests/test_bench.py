@@ -20,6 +20,7 @@ from tiny_models import save_tiny
 from deblur import config, infer
 from deblur.bench import inference as bench_inference
 from deblur.bench import output as bench_output
+from deblur.bench.timing import sample_image
 from deblur.data.images import to_float
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +171,7 @@ def test_compiled_model_matches_eager(tmp_path):
 def test_default_path_gives_eager_result(tmp_path, kind):
     """deblur_image (channels-last input, one tile) = a plain NCHW forward of the model."""
     model = save_tiny(tmp_path / f"{kind}.pt", kind)
-    image = bench_inference.sample_image(45, 70)
+    image = sample_image(45, 70)
     x = torch.from_numpy(to_float(image).transpose(2, 0, 1).copy())[None]
     with torch.inference_mode():
         want = model(x)[0].numpy().transpose(1, 2, 0)
@@ -197,7 +198,7 @@ def test_default_path_feeds_plain_channels_last(tile):
     # A batch stride of 0 or 3 (a view's) also counts as channels-last, but was 1.3-1.6x
     # slower: the models must get exactly the strides that .contiguous() would give.
     spy = Strides()
-    infer.deblur_image(spy, bench_inference.sample_image(70, 90), tile=tile, overlap=16)
+    infer.deblur_image(spy, sample_image(70, 90), tile=tile, overlap=16)
     assert spy.seen
     for (_, c, h, w), stride in spy.seen:
         assert stride == (c * h * w, 1, w * c, c)

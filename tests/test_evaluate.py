@@ -152,7 +152,7 @@ def test_results_keep_measured_and_reported_apart(stores):
     assert list(results.columns) == tables.RESULT_COLUMNS
 
     measured = results[results.source == "measured (this run, synthetic)"]
-    reported = results[results.source == "reported (GoPro, seed slides)"]
+    reported = results[results.source == "reported (GoPro, reference study)"]
     assert len(measured) + len(reported) == len(results)
     assert list(measured.model) == [
         "GAN (this project)",
@@ -163,20 +163,21 @@ def test_results_keep_measured_and_reported_apart(stores):
     assert measured.set_index("model").loc["blurry input", "params"] == 0
     assert measured.ms_per_mp.notna().all()
 
-    seed = reported.set_index("model")
+    reference = reported.set_index("model")
     expected = {
         "Kupyn et al.": (28.7, 0.958, None),
         "Nah et al.": (28.93, 0.91, None),
         "Ji et al.": (31.15, 0.96, None),
         "Li et al.": (29.3, 0.72, 11_400_000),
-        "GAN (seed)": (27.24, 0.8568, 8_100_000),
-        "Autoencoder (seed)": (26.95, 0.839, 10_300_000),
+        "GAN (reference study)": (27.24, 0.8568, 8_100_000),
+        "Autoencoder (reference study)": (26.95, 0.839, 10_300_000),
     }
-    assert list(seed.index) == list(expected)
+    assert list(reference.index) == list(expected)
     for model, (p, s, n) in expected.items():
-        assert (seed.loc[model, "psnr"], seed.loc[model, "ssim"]) == (p, s)
-        assert pd.isna(seed.loc[model, "params"]) if n is None else seed.loc[model, "params"] == n
-    assert seed.ms_per_mp.isna().all()
+        assert (reference.loc[model, "psnr"], reference.loc[model, "ssim"]) == (p, s)
+        params = reference.loc[model, "params"]
+        assert pd.isna(params) if n is None else params == n
+    assert reference.ms_per_mp.isna().all()
 
 
 def test_resize_protocol_is_labelled(stores):

@@ -65,8 +65,8 @@ def test_eval_output_is_clamped_to_unit_range():
 
 
 @pytest.mark.parametrize("kind, target", [("gan", 8.1e6), ("ae", 10.3e6)])
-def test_seed_paper_profile_has_the_seed_sizes(kind, target):
-    params = config.load(PROFILES / "seed-paper.yaml")
+def test_reference_paper_profile_has_the_reference_sizes(kind, target):
+    params = config.load(PROFILES / "reference-paper.yaml")
     with torch.device("meta"):  # shapes only: no 10M-parameter init on the CPU
         model = models.build(kind, models.arch_config(kind, params))
     assert models.count_params(model) == pytest.approx(target, rel=0.03)

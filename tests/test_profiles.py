@@ -55,7 +55,7 @@ def test_a_profile_follows_a_changed_default(tmp_path):
     assert params.data.synthetic.train_scenes == 3  # and the profile's own value holds
 
 
-@pytest.mark.parametrize("name", ["smoke", "seed-paper"])
+@pytest.mark.parametrize("name", ["smoke", "reference-paper"])
 def test_profile_parses(name):
     params = config.load(PROFILES / f"{name}.yaml")
     assert params.data.source == "synthetic"

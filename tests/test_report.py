@@ -93,11 +93,11 @@ def test_report_renders_md_html_and_figures(report_project):
     assert html.count("data:image/png;base64,") == len(figures)
     assert 'src="figures/' not in html  # self-contained: nothing to fetch
 
-    # Measured and reported rows under separate headings, with the seed's numbers.
+    # Measured and reported rows under separate headings, with the reference study's numbers.
     measured = md.index("### Measured (this run, synthetic)")
-    reported = md.index("### Reported (GoPro, seed slides)")
+    reported = md.index("### Reported (GoPro, reference study)")
     assert measured < md.index("| GAN (this project) |") < reported < md.index("| Ji et al. |")
-    assert "| GAN (seed) | 8.1M | 27.24 | 0.8568 |" in md
+    assert "| GAN (reference study) | 8.1M | 27.24 | 0.8568 |" in md
     assert "best of 3" in md and "worst of 3" in md
 
     # Run ids: recorded where the stages wrote them, "n/a" where they did not.

@@ -42,7 +42,7 @@ Some prose.
 | Autoencoder (this project) | 1.82M | 26.27 | 0.7653 | 690 | full | measured (synthetic) |
 | unsharp mask (radius=1, amount=0.5) | 0 | 25.62 | 0.7518 | 89 | full | measured (synthetic) |
 | blurry input | 0 | 25.66 | 0.7554 | 0 | full | measured (synthetic) |
-| Kupyn et al. | – | 28.70 | 0.9580 |  | full | reported (GoPro, seed slides) |
+| Kupyn et al. | – | 28.70 | 0.9580 |  | full | reported (GoPro, reference study) |
 
 ## Next section
 """

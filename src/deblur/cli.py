@@ -107,8 +107,8 @@ def train_ae(params: ParamsOpt = None, device: DeviceOpt = "auto", resume: Resum
 def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
     """Score both models, the blurry input and a classical baseline on the test split.
 
-    Writes reports/per_image.csv, reports/results.csv (with the seed's published GoPro rows,
-    marked as reported) and metrics/eval.json, and logs them to MLflow.
+    Writes reports/per_image.csv, reports/results.csv (with the reference study's published
+    GoPro rows, marked as reported) and metrics/eval.json, and logs them to MLflow.
     """
     p = _params(params)
     from deblur.evaluate.stage import run

@@ -92,7 +92,7 @@ class ValidateConfig(Strict):
 
 
 class ResizeConfig(Strict):
-    """The seed's protocol: every image resized to a square before training/testing."""
+    """The reference study's protocol: every image resized to a square before training/testing."""
 
     gan: int = Field(448, ge=16)
     ae: int = Field(224, ge=16)

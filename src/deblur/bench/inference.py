@@ -1,5 +1,5 @@
-"""Inference per path: ms per megapixel, GFLOP/s and agreement with eager, `predict`, and
-the image codecs predict could use.
+"""Inference per path: ms per megapixel, GFLOP/s and agreement with eager; then `predict`
+(bench/predict.py) and the codecs it could use (bench/codecs.py) on the same image.
 
 The default path (infer.deblur_image, what predict and evaluate run) against each
 alternative (eager NCHW forward, channels-last, torch.compile, bfloat16 autocast, ONNX
@@ -8,13 +8,10 @@ Runtime), timed in rounds so a slow spell of a shared machine spreads over all o
 
 from __future__ import annotations
 
-import io
 import statistics
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +20,14 @@ import torch
 from torch import nn
 
 from deblur import models, paths
-from deblur.bench.timing import SETTLE, Sizes, say, timed
+from deblur.bench.codecs import bench_codecs
+from deblur.bench.predict import bench_predict
+from deblur.bench.timing import SETTLE, Sizes, sample_image, say, timed
 from deblur.config import Params
-from deblur.data.images import png_bytes, to_float, to_uint8, write_png
+from deblur.data.images import to_float
 from deblur.device import native_bf16
 from deblur.export import export_onnx
 from deblur.infer import deblur_image, tile_count
-from deblur.predict import predict as predict_files
 from deblur.spec import OnnxModel
 
 # "Same result" as eager: float32 paths only reorder sums, bfloat16 keeps 8 bits of mantissa.
@@ -38,14 +36,6 @@ TILED = 512  # a smaller tile, measured to show what tiling costs
 # Paths with no one-off cost: candidates for deblur_image's default, since predicting a
 # single image must not pay for an export or a compilation (see infer._forward).
 NO_SETUP = ("default", "eager", "channels_last", "bf16")
-
-
-def sample_image(h: int, w: int) -> np.ndarray:
-    """A smooth uint8 RGB image with some noise: edges for the model to work on."""
-    y, x = np.mgrid[0:h, 0:w] / max(h, w)
-    base = np.stack([np.sin(17 * x + 5 * y), np.cos(11 * y - 7 * x), np.sin(13 * (x + y))], -1)
-    noise = np.random.default_rng(0).standard_normal((h, w, 3))
-    return to_uint8(0.5 + 0.4 * base + 0.03 * noise)
 
 
 def bench_model(kind: str, params: Params) -> tuple[nn.Module, Path | None, str]:
@@ -166,6 +156,7 @@ def bench_inference(kind: str, params: Params, sizes: Sizes, repeats: int) -> di
         predict = bench_predict(
             image, checkpoint, params, Path(tmp), repeats, sizes.folder, lambda: model(x_cl)
         )
+        predict["codecs"] = bench_codecs(h, w, repeats)
     torch._dynamo.reset()  # drop compiled graphs and their memory
     # Against eager too: eager's time relative to channels-last's, from the rounds above.
     eager_vs_cl = results["eager"]["ms_per_mp"] / results["channels_last"]["ms_per_mp"]
@@ -191,158 +182,6 @@ def bench_inference(kind: str, params: Params, sizes: Sizes, repeats: int) -> di
         "paths": results,
         "predict": predict,
     }
-
-
-def bench_predict(
-    image: np.ndarray,
-    checkpoint: Path,
-    params: Params,
-    tmp: Path,
-    repeats: int,
-    folder: int,
-    forward: Callable[[], torch.Tensor],
-) -> dict[str, Any]:
-    """`deblur predict` against the model's own ``forward``, timed in turns like the paths:
-    one PNG, the whole call (load the checkpoint, decode, deblur, encode, write), and per
-    image on a folder of ``folder`` PNGs, where the model loads once and file I/O overlaps
-    the model."""
-    sources = [tmp / "frames" / f"{i}.png" for i in range(folder)]
-    for source in sources:
-        write_png(source, image)
-
-    def predict(files: list[Path]) -> None:
-        predict_files(
-            files,
-            tmp / "out",
-            spec=str(checkpoint),
-            tile=params.evaluate.tile,
-            overlap=params.evaluate.overlap,
-            device="cpu",
-            progress=False,
-            overwrite=True,  # each timed call writes the same results again
-        )
-
-    def bare() -> None:
-        with torch.inference_mode():
-            forward()
-
-    runs: dict[str, list[float]] = {"forward": [], "one": [], "folder": []}
-    predict(sources)  # warm-up
-    for _ in range(repeats):
-        time.sleep(SETTLE)
-        runs["forward"].append(timed(bare, 1, warmup=False))
-        time.sleep(SETTLE)
-        runs["one"].append(timed(lambda: predict(sources[:1]), 1, warmup=False))
-        time.sleep(SETTLE)
-        runs["folder"].append(timed(lambda: predict(sources), 1, warmup=False) / folder)
-    fwd, one, each = (statistics.median(runs[k]) for k in ("forward", "one", "folder"))
-    h, w = image.shape[:2]
-    return {
-        "ms": round(one * 1e3, 1),
-        "ms_per_mp": round(one * 1e3 / (image.shape[0] * image.shape[1] / 1e6), 2),
-        "folder_ms_per_image": round(each * 1e3, 1),
-        "folder_images": folder,
-        "forward_ms": round(fwd * 1e3, 1),
-        "vs_forward": round(one / fwd, 3),
-        "folder_vs_forward": round(each / fwd, 3),
-        "note": "deblur.predict on PNGs against a channels-last forward, timed in turns",
-        "codecs": bench_codecs(h, w, repeats),
-    }
-
-
-# --------------------------------------------------------------------------- codecs
-
-
-def _pillow_png(image: np.ndarray, **options) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", **options)
-    return buf.getvalue()
-
-
-def _pillow_decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-def _optional_codecs(image: np.ndarray, png: bytes, jpeg: bytes) -> dict[str, Any]:
-    """(kind, name) -> a callable, or why it is not measured: OpenCV's headless build,
-    pyspng and simplejpeg are no dependencies of deblur; measured where installed."""
-    found: dict[str, Any] = {}
-    try:
-        import cv2
-
-        bgr = np.ascontiguousarray(image[..., ::-1])
-        found["png encode", "opencv"] = lambda: cv2.imencode(".png", bgr)[1].tobytes()
-        found["png decode", "opencv"] = lambda: cv2.imdecode(
-            np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR
-        )[..., ::-1]
-        found["jpeg decode", "opencv"] = lambda: cv2.imdecode(
-            np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR
-        )[..., ::-1]
-    except ImportError:
-        for kind in ("png encode", "png decode", "jpeg decode"):
-            found[kind, "opencv"] = "not installed (opencv-python-headless)"
-    try:
-        import pyspng
-
-        found["png decode", "pyspng"] = lambda: pyspng.load(png)
-    except ImportError:
-        found["png decode", "pyspng"] = "not installed"
-    try:
-        import simplejpeg
-
-        found["jpeg decode", "simplejpeg"] = lambda: simplejpeg.decode_jpeg(jpeg)
-    except ImportError:
-        found["jpeg decode", "simplejpeg"] = "not installed"
-    return found
-
-
-@lru_cache(maxsize=4)  # the same for every model: measured once per bench
-def bench_codecs(h: int, w: int, repeats: int) -> dict[str, dict[str, Any]]:
-    """Decoding and encoding one h x w frame, per codec: ms, MB written, and whether the
-    pixels are exactly Pillow's (a PNG decoded back, a JPEG decoded as Pillow decodes it)."""
-    image = sample_image(h, w)
-    png, jpeg = _pillow_png(image), io.BytesIO()
-    from PIL import Image
-
-    Image.fromarray(image).save(jpeg, format="JPEG", quality=92)
-    jpeg = jpeg.getvalue()
-    jpeg_pixels = _pillow_decode(jpeg)
-    candidates: dict[tuple[str, str], Any] = {
-        ("png encode", "deblur (predict)"): lambda: png_bytes(image),
-        ("png encode", "pillow level 6"): lambda: _pillow_png(image),
-        ("png encode", "pillow level 1"): lambda: _pillow_png(image, compress_level=1),
-        ("png encode", "pillow Z_RLE"): lambda: _pillow_png(image, compress_type=zlib.Z_RLE),
-        ("png decode", "pillow (predict)"): lambda: _pillow_decode(png),
-        ("jpeg decode", "pillow (predict)"): lambda: _pillow_decode(jpeg),
-        **_optional_codecs(image, png, jpeg),
-    }
-    results: dict[str, dict[str, Any]] = {}
-    runnable = {}
-    for (kind, name), fn in candidates.items():
-        key = f"{kind}: {name}"
-        if isinstance(fn, str):
-            results[key] = {"status": "skipped", "note": fn}
-            continue
-        out = fn()
-        if kind == "png encode":
-            same = np.array_equal(_pillow_decode(out), image)
-            results[key] = {"status": "ok", "mb": round(len(out) / 1e6, 3), "same_pixels": same}
-        else:
-            want = image if kind == "png decode" else jpeg_pixels
-            results[key] = {"status": "ok", "same_pixels": np.array_equal(np.asarray(out), want)}
-        runnable[key] = fn
-    times: dict[str, list[float]] = {key: [] for key in runnable}
-    for _ in range(max(repeats, 3)):  # rounds, as for the paths: a slow spell hits all
-        for key, fn in runnable.items():
-            times[key].append(timed(fn, 1, warmup=False))
-    for key, runs in times.items():
-        results[key]["ms"] = round(statistics.median(runs) * 1e3, 1)
-    return results
 
 
 def _nchw(out: torch.Tensor | np.ndarray) -> torch.Tensor:

@@ -23,7 +23,7 @@ class PairStore:
     """The (blur, sharp) pairs of one split, as uint8 HxWx3 views into memory maps.
 
     ``names[i]`` is "scene/NNNNNN" and ``scenes[i]`` its scene, both in the order of pair(i).
-    ``kind`` picks the seed's squares ("gan" or "ae") under preprocess.protocol resize; None
+    ``kind`` picks the reference study's squares ("gan" or "ae") under preprocess.protocol resize; None
     is full resolution (protocol crop, and the test split under either protocol).
     """
 

@@ -74,7 +74,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, side: int) -> np.ndarray:
-    """The seed's protocol: a uint8 image squashed to side x side, bicubic (anti-aliased
+    """The reference study's protocol: a uint8 image squashed to side x side, bicubic (anti-aliased
     when shrinking). preprocess trains on it and evaluate scores on it: one resampler."""
     square = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC)
     return np.asarray(square, dtype=np.uint8)

@@ -6,7 +6,7 @@ blur.npy and sharp.npy (every image of the split flattened end to end) and index
 scene, offset, height, width per pair), read by deblur.data.dataset.PairStore.
 
 protocol crop (default): full resolution, data/processed/{train,test}/.
-protocol resize (the seed's): squares per model, data/processed/{gan,ae}/{train,test}/, plus
+protocol resize (the reference study's): squares per model, data/processed/{gan,ae}/{train,test}/, plus
 the full-resolution test split in data/processed/test/ for the full evaluation protocol.
 """
 
@@ -32,7 +32,7 @@ class Store:
     """One output store: a split at one resolution (size None = full)."""
 
     split: str
-    kind: str | None = None  # None: full resolution; "gan" / "ae": the seed's squares
+    kind: str | None = None  # None: full resolution; "gan" / "ae": the reference study's squares
     size: int | None = None
 
     def folder(self, root: Path) -> Path:

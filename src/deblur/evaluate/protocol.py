@@ -6,7 +6,7 @@ overlap, then rounding to uint8, which is exactly what `deblur predict` writes t
 
 Protocols (params.evaluate.protocol):
   full    the test pairs at their full resolution (the default, as the papers do).
-  resize  the seed's protocol: blur and sharp are both resized to the model's training
+  resize  the reference study's protocol: blur and sharp are both resized to the model's training
           square (preprocess.resize.gan / .ae, anti-aliased, back to 8 bits), the model
           deblurs the resized blur and is scored against the resized sharp. The blurry
           input and the baseline are scored at each of those sizes, so every gain compares

@@ -1,7 +1,7 @@
 """The tables `deblur evaluate` writes: per image, per model, and the JSON for DVC.
 
-Measured rows (this run, this dataset) and the seed's reported rows (GoPro, other people's
-code and protocol) share one table so they can be read side by side, but the `source`
+Measured rows (this run, this dataset) and the reference study's reported rows (GoPro,
+other people's code and protocol) share one table so they can be read side by side, but the `source`
 column always says which is which: they are not the same experiment.
 """
 
@@ -17,18 +17,19 @@ from deblur.metrics import METRICS
 RESULT_COLUMNS = ["model", "params", *METRICS, "ms_per_mp", "protocol", "source"]
 PER_IMAGE_COLUMNS = ["model", "image", *METRICS, "ms", "megapixels", "protocol"]
 
-REPORTED_SOURCE = "reported (GoPro, seed slides)"
+REPORTED_SOURCE = "reported (GoPro, reference study)"
 
-# The seed's results slide, verbatim: (model, parameters, {metric: value}, protocol). The
-# papers score GoPro's full 1280x720 test set; the seed resized it to its training squares.
+# The reference study's results slide, verbatim: (model, parameters, {metric: value},
+# protocol). The papers score GoPro's full 1280x720 test set; the reference study resized
+# it to its training squares.
 # A metric the slide does not report stays blank.
 REPORTED = [
     ("Kupyn et al.", None, {"psnr": 28.7, "ssim": 0.958}, "full"),
     ("Nah et al.", None, {"psnr": 28.93, "ssim": 0.91}, "full"),
     ("Ji et al.", None, {"psnr": 31.15, "ssim": 0.96}, "full"),
     ("Li et al.", 11_400_000, {"psnr": 29.3, "ssim": 0.72}, "full"),
-    ("GAN (seed)", 8_100_000, {"psnr": 27.24, "ssim": 0.8568}, "resize 448"),
-    ("Autoencoder (seed)", 10_300_000, {"psnr": 26.95, "ssim": 0.839}, "resize 224"),
+    ("GAN (reference study)", 8_100_000, {"psnr": 27.24, "ssim": 0.8568}, "resize 448"),
+    ("Autoencoder (reference study)", 10_300_000, {"psnr": 26.95, "ssim": 0.839}, "resize 224"),
 ]
 
 LABELS = {
@@ -66,7 +67,7 @@ def results_table(
     n_params: dict[str, int],
     dataset: str,
 ) -> pd.DataFrame:
-    """results.csv: the measured rows of ``summary``, then the seed's reported rows.
+    """results.csv: the measured rows of ``summary``, then the reference study's reported rows.
 
     ``labels`` names a (model, protocol) row where LABELS does not, e.g. the baseline with
     the knobs it was tuned to under that protocol.

@@ -1,4 +1,4 @@
-"""The seed's autoencoder: progressive encoder, dilated bottleneck, attention decoder."""
+"""The reference study's autoencoder: progressive encoder, dilated bottleneck, attention decoder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The seed's GAN: a residual encoder-decoder generator and a PatchGAN discriminator."""
+"""The reference study's GAN: a residual encoder-decoder generator and a PatchGAN discriminator."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Generator(UNet):
     tail. No batch norm anywhere (see ResBlock).
 
     ``attention`` gates the lowest-level blocks with channel and spatial attention. The
-    seed names its absence as a limitation of its GAN; measured here it is what lets the
+    reference study names its absence as a limitation of its GAN; measured here it is what lets the
     generator learn in a short CPU budget: camera shake blurs the whole frame alike, and
     the channel gate's global average is where that shared blur is seen.
     """

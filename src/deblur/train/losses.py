@@ -105,7 +105,7 @@ class Content(nn.Module):
 
 
 def _bce_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    # The seed's: sigmoid + binary cross-entropy, fused for stability.
+    # The reference study's: sigmoid + binary cross-entropy, fused for stability.
     return F.binary_cross_entropy_with_logits(
         real, torch.ones_like(real)
     ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
