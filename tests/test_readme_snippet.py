@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 from tiny_models import save_tiny
 
-from deblur import config, tracking
+from deblur import config
+from deblur.tracking import flavour, runs, store
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -30,9 +31,9 @@ def test_the_readme_registry_snippet_deblurs_a_photo(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     save_tiny(ckpt := tmp_path / "models" / "gan.pt", "gan")
-    with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-        mv = tracking.register_trained("gan", ckpt)
-    tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
+    with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+        mv = flavour.register_trained("gan", ckpt)
+    store.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     # Not the input example's 32x24, and odd on both sides: the padding path runs too.
     pixels = np.random.default_rng(1).integers(0, 256, (53, 37, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "photo.jpg", quality=95)
