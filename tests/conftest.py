@@ -115,7 +115,7 @@ def prepared(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def trained_project(prepared, tmp_path, monkeypatch) -> Path:
-    """A private copy of ``prepared`` as the cwd, with its own MLflow store."""
+    """A private copy of ``prepared`` as the cwd, with its own MLflow tracking store."""
     root = tmp_path / "proj"
     shutil.copytree(prepared, root)
     monkeypatch.chdir(root)

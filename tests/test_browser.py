@@ -61,7 +61,7 @@ def blurry_photo() -> np.ndarray:
 
 @pytest.fixture
 def demo(tmp_path):
-    """`deblur serve` on a free port, in a project with tiny models and no MLflow store."""
+    """`deblur serve` on a free port, in a project with tiny models and no MLflow tracking store."""
     (tmp_path / "models").mkdir()
     for kind in ("gan", "ae"):
         trained = REPO / "models" / f"{kind}.pt"

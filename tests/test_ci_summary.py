@@ -1,4 +1,5 @@
-"""The CI summary: a real git + DVC repo and MLflow store, GITHUB_STEP_SUMMARY pointed at a file."""
+"""The CI summary: a real git + DVC repo and MLflow tracking store, GITHUB_STEP_SUMMARY
+pointed at a file."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_summary_goes_to_the_step_summary_file(pr, tmp_path):
     assert "gan.psnr" in metrics_diff and "26.3353" in metrics_diff and "25.8353" in metrics_diff
     params_diff = text[text.index("### `dvc params diff HEAD`") :]
     assert "| params.yaml | seed" in params_diff.replace("  ", " ")
-    assert "### Promotion" in text and "no MLflow store" in text
+    assert "### Promotion" in text and "no MLflow tracking store" in text
 
 
 def test_summary_reports_the_promotion_decision(pr, tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""preprocess -> PairStore -> CropDataset: exact pixels, both protocols, reproducible crops."""
+"""preprocess -> PairArrays -> CropDataset: exact pixels, both protocols, reproducible crops."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from deblur import config, paths
 from deblur.data import manifest, preprocess
-from deblur.data.dataset import CropDataset, PairStore, split_train_val
+from deblur.data.dataset import CropDataset, PairArrays, split_train_val
 from deblur.data.images import read_rgb
 from deblur.errors import DataError
 
@@ -26,26 +26,26 @@ def processed(tiny_project, tiny_params):
     return table
 
 
-def test_store_returns_the_decoded_pixels(processed):
+def test_arrays_return_the_decoded_pixels(processed):
     for split in ("train", "test"):
-        store = PairStore(split=split)
+        arrays = PairArrays(split=split)
         rows = processed[processed["split"] == split].set_index("name")
-        assert store.names == sorted(rows.index)
-        assert store.scenes == [n.split("/")[0] for n in store.names]
-        for i, name in enumerate(store.names):
-            blur, sharp = store.pair(i)
+        assert arrays.names == sorted(rows.index)
+        assert arrays.scenes == [n.split("/")[0] for n in arrays.names]
+        for i, name in enumerate(arrays.names):
+            blur, sharp = arrays.pair(i)
             assert blur.dtype == np.uint8 and blur.shape == (48, 64, 3)
             assert np.array_equal(blur, read_rgb(rows.loc[name, "blur_path"]))
             assert np.array_equal(sharp, read_rgb(rows.loc[name, "sharp_path"]))
 
 
-def test_store_pickles_without_its_pixels(processed):
-    store = PairStore(split="train")
-    store.pair(0)  # opens the memory maps
-    blob = pickle.dumps(store)
+def test_arrays_pickle_without_their_pixels(processed):
+    arrays = PairArrays(split="train")
+    arrays.pair(0)  # opens the memory maps
+    blob = pickle.dumps(arrays)
     assert len(blob) < 48 * 64 * 3  # the arrays are reopened in the worker, not copied
     again = pickle.loads(blob)
-    assert np.array_equal(again.pair(3)[1], store.pair(3)[1])
+    assert np.array_equal(again.pair(3)[1], arrays.pair(3)[1])
 
 
 def test_resize_protocol(tiny_project, tiny_params, processed):
@@ -53,16 +53,16 @@ def test_resize_protocol(tiny_project, tiny_params, processed):
         {**tiny_params.model_dump(by_alias=True), "preprocess": {"protocol": "resize"}}
     )
     preprocess.run(params)
-    gan, ae = PairStore(split="train", kind="gan"), PairStore(split="test", kind="ae")
+    gan, ae = PairArrays(split="train", kind="gan"), PairArrays(split="test", kind="ae")
     assert gan.pair(0)[0].shape == (448, 448, 3) and ae.pair(0)[1].shape == (224, 224, 3)
-    assert PairStore(split="test").pair(0)[0].shape == (48, 64, 3)  # full-res test stays
+    assert PairArrays(split="test").pair(0)[0].shape == (48, 64, 3)  # full-res test stays
     with pytest.raises(DataError, match="kind='gan' or kind='ae'"):
-        PairStore(split="train")
+        PairArrays(split="train")
 
 
-def test_missing_store_says_what_to_run(project):
+def test_missing_arrays_say_what_to_run(project):
     with pytest.raises(DataError, match="run `deblur preprocess`"):
-        PairStore(split="train")
+        PairArrays(split="train")
 
 
 def test_preprocess_needs_the_manifest(project, tiny_params):
@@ -71,20 +71,20 @@ def test_preprocess_needs_the_manifest(project, tiny_params):
 
 
 def test_split_train_val_holds_out_whole_scenes(processed):
-    store = PairStore(split="train")
-    train, val = split_train_val(store, 0.34, seed=0)
-    train_scenes = {store.scenes[i] for i in train}
-    val_scenes = {store.scenes[i] for i in val}
+    arrays = PairArrays(split="train")
+    train, val = split_train_val(arrays, 0.34, seed=0)
+    train_scenes = {arrays.scenes[i] for i in train}
+    val_scenes = {arrays.scenes[i] for i in val}
     assert train_scenes and val_scenes and not train_scenes & val_scenes
-    assert sorted([*train, *val]) == list(range(len(store)))
-    again = split_train_val(store, 0.34, seed=0)
+    assert sorted([*train, *val]) == list(range(len(arrays)))
+    again = split_train_val(arrays, 0.34, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip((train, val), again, strict=True))
-    assert len(split_train_val(store, 0.99, seed=0)[0]) > 0  # at least one scene each side
+    assert len(split_train_val(arrays, 0.99, seed=0)[0]) > 0  # at least one scene each side
 
 
 def test_crop_dataset_is_reproducible(processed):
-    store = PairStore(split="train")
-    data = CropDataset(store, range(len(store)), crop=32, seed=7, length=20, rotate=True)
+    arrays = PairArrays(split="train")
+    data = CropDataset(arrays, range(len(arrays)), crop=32, seed=7, length=20, rotate=True)
     assert len(data) == 20
     blur, sharp = data[5]
     assert blur.shape == sharp.shape == (3, 32, 32) and blur.dtype == torch.float32
@@ -97,9 +97,9 @@ def test_crop_dataset_is_reproducible(processed):
 
 
 def test_crops_are_aligned(processed):
-    store = PairStore(split="train")
-    data = CropDataset(store, [0], crop=16, seed=1, flip=True)
-    blur, sharp = store.pair(0)
+    arrays = PairArrays(split="train")
+    data = CropDataset(arrays, [0], crop=16, seed=1, flip=True)
+    blur, sharp = arrays.pair(0)
     got_blur, got_sharp = (t.permute(1, 2, 0).numpy() * 255 for t in data[0])
     # Find where the sharp crop came from (up to flips) and check blur came from there too.
     for fy in (False, True):
@@ -115,14 +115,14 @@ def test_crops_are_aligned(processed):
 
 
 def test_small_images_are_padded(processed):
-    store = PairStore(split="test")
-    blur, sharp = CropDataset(store, [0], crop=80, seed=0)[0]
+    arrays = PairArrays(split="test")
+    blur, sharp = CropDataset(arrays, [0], crop=80, seed=0)[0]
     assert blur.shape == sharp.shape == (3, 80, 80)
 
 
 def test_workers_see_the_same_crops(processed):
-    store = PairStore(split="train")
-    data = CropDataset(store, range(len(store)), crop=24, seed=3, length=8)
+    arrays = PairArrays(split="train")
+    data = CropDataset(arrays, range(len(arrays)), crop=24, seed=3, length=8)
     batches = [
         torch.cat([b for b, _ in torch.utils.data.DataLoader(data, batch_size=4, num_workers=n)])
         for n in (0, 2)

@@ -21,8 +21,8 @@ from deblur.evaluate import protocol, stage, tables
 from deblur.metrics import psnr, score, ssim
 
 
-class FakeStore:
-    """PairStore's interface (names, len, pair) over pairs made in memory."""
+class FakeArrays:
+    """PairArrays's interface (names, len, pair) over pairs made in memory."""
 
     def __init__(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]):
         self.names = list(pairs)
@@ -35,7 +35,7 @@ class FakeStore:
         return self._pairs[i]
 
 
-def make_store(n: int, offset: int = 0, size=(48, 64)) -> FakeStore:
+def make_arrays(n: int, offset: int = 0, size=(48, 64)) -> FakeArrays:
     """Crops of a real photo, box-blurred along x: real structure, known blur."""
     photo = skdata.astronaut()
     pairs = {}
@@ -44,7 +44,7 @@ def make_store(n: int, offset: int = 0, size=(48, 64)) -> FakeStore:
         sharp = photo[top : top + size[0], left : left + size[1]]
         blur = uniform_filter(sharp.astype(np.float32), size=(1, 5 + i, 1), mode="reflect")
         pairs[f"scene{i + offset}/{i:06d}"] = (np.round(blur).astype(np.uint8), sharp.copy())
-    return FakeStore(pairs)
+    return FakeArrays(pairs)
 
 
 ARCH = {"gan": {"channels": 4, "n_down": 1, "n_res": 1}, "ae": {"channels": 4, "depth": 1}}
@@ -59,8 +59,8 @@ PARAMS = config.parse({"evaluate": {"tile": 32, "overlap": 8, "baseline": "unsha
 
 
 @pytest.fixture(scope="module")
-def stores():
-    return make_store(3), make_store(2, offset=3)
+def arrays():
+    return make_arrays(3), make_arrays(2, offset=3)
 
 
 def test_metrics_follow_the_protocol():
@@ -102,8 +102,8 @@ def test_sharpness_drops_with_blur_and_rises_with_unsharp_masking():
     assert sharpness(flat) == {name: 0.0 for name in SHARPNESS}
 
 
-def test_identity_model_scores_as_the_blurry_input(stores):
-    test, train = stores
+def test_identity_model_scores_as_the_blurry_input(arrays):
+    test, train = arrays
     per_image, labels = protocol.evaluate(
         {"gan": nn.Identity(), "ae": tiny("ae")}, test, train, PARAMS
     )
@@ -122,10 +122,10 @@ def test_identity_model_scores_as_the_blurry_input(stores):
     assert set(metrics) >= {"gan", "ae", "blurry", "baseline"}
 
 
-def test_rows_equal_what_predict_writes(tmp_path, stores):
+def test_rows_equal_what_predict_writes(tmp_path, arrays):
     from deblur.data.images import read_rgb, write_png
 
-    test, train = stores
+    test, train = arrays
     # Nudged weights: an untrained model is the identity, under which evaluate's and
     # predict's paths would agree whatever either did to the image.
     save_tiny(ckpt := tmp_path / "gan.pt", "gan")
@@ -142,8 +142,8 @@ def test_rows_equal_what_predict_writes(tmp_path, stores):
     assert got["psnr"] != pytest.approx(score(blur, sharp)["psnr"], abs=1e-3)  # it did work
 
 
-def test_results_keep_measured_and_reported_apart(stores):
-    test, train = stores
+def test_results_keep_measured_and_reported_apart(arrays):
+    test, train = arrays
     per_image, labels = protocol.evaluate(
         {"gan": tiny("gan"), "ae": tiny("ae")}, test, train, PARAMS
     )
@@ -180,8 +180,8 @@ def test_results_keep_measured_and_reported_apart(stores):
     assert reference.ms_per_mp.isna().all()
 
 
-def test_resize_protocol_is_labelled(stores):
-    test, train = stores
+def test_resize_protocol_is_labelled(arrays):
+    test, train = arrays
     params = config.parse(
         {
             "evaluate": {"protocol": "resize", "tile": 32, "overlap": 8},
@@ -203,8 +203,8 @@ def test_resize_protocol_is_labelled(stores):
     assert sorted(baseline.protocol) == ["resize 24", "resize 32"]
 
 
-def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
-    """The stage: both tables, eval.json, and an evaluate run in a real MLflow store."""
+def test_run_writes_tables_and_logs(tmp_path, monkeypatch, arrays):
+    """The stage: both tables, eval.json, and an evaluate run in a real MLflow tracking store."""
     from deblur.tracking import store
 
     monkeypatch.chdir(tmp_path)
@@ -212,7 +212,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     for kind in ("gan", "ae"):
         save_tiny(tmp_path / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
     save_tiny(tmp_path / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
-    monkeypatch.setattr(stage, "open_stores", lambda params: stores)
+    monkeypatch.setattr(stage, "open_arrays", lambda params: arrays)
     metrics = stage.run(PARAMS, device="cpu")
     saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
     logged = store.client().get_run(saved["mlflow_run_id"]).data.metrics
@@ -220,7 +220,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
     per_image = pd.read_csv(tmp_path / "reports" / "per_image.csv")
-    assert len(per_image) == 4 * len(stores[0])
+    assert len(per_image) == 4 * len(arrays[0])
     gan = results.set_index("model").loc["GAN (this project)"]
     assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
@@ -252,7 +252,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
             "ssim_vs_plain",
             "ms_per_mp",
         }
-        assert option["images"] == len(stores[0]) and option["ms_per_mp"] > 0
+        assert option["images"] == len(arrays[0]) and option["ms_per_mp"] > 0
         gain = option["psnr"] - saved[kind]["psnr"]
         assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
         assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
@@ -260,8 +260,8 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
 
 
-def test_flips_option_rows(stores):
-    test, _ = stores
+def test_flips_option_rows(arrays):
+    test, _ = arrays
     identity = {"gan": nn.Identity(), "ae": nn.Identity()}
     rows = protocol.evaluate_options(identity, test, PARAMS)
     assert set(rows.model) == {"gan_flips", "ae_flips"}

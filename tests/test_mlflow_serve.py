@@ -43,7 +43,7 @@ def decode(text: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def registered_store(tmp_path_factory):
-    """deblur-gan v1 @champion in a fresh SQLite store, from a tiny checkpoint.
+    """deblur-gan v1 @champion in a fresh SQLite tracking store, from a tiny checkpoint.
 
     -> (the store's folder, the model, what logging it printed). Registering takes
     seconds: once for the module.

@@ -18,7 +18,7 @@ from deblur.tracking import flavour, registry, runs, store
 
 @pytest.fixture(scope="module")
 def registered_store(tmp_path_factory):
-    """deblur-gan v1 @champion in a fresh SQLite store (its artifacts under mlruns/)."""
+    """deblur-gan v1 @champion in a fresh SQLite tracking store (its artifacts under mlruns/)."""
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -1,4 +1,4 @@
-"""Champion promotion rules, against a real MLflow registry in a temporary SQLite store."""
+"""Champion promotion rules, against a real MLflow registry in a temporary SQLite tracking store."""
 
 from __future__ import annotations
 

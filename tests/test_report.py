@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_evaluate import make_store, tiny
+from test_evaluate import make_arrays, tiny
 
 from deblur import config, fsutil
 from deblur.evaluate import protocol, stage, tables
@@ -50,7 +50,7 @@ def fake_curve(kind: str, epochs: int = 4) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def evaluated():
     """What `deblur evaluate` leaves behind, computed once for the module."""
-    test, train = make_store(3), make_store(2, offset=3)
+    test, train = make_arrays(3), make_arrays(2, offset=3)
     models = {"gan": tiny("gan"), "ae": tiny("ae")}
     per_image, labels = protocol.evaluate(models, test, train, REPORT)
     summary = tables.summarize(per_image)
@@ -79,7 +79,7 @@ def report_project(tmp_path, monkeypatch, evaluated):
 
 def test_report_renders_md_html_and_figures(report_project):
     root, models, test, logged = report_project
-    written = render.run(REPORT, models=models, store=test)
+    written = render.run(REPORT, models=models, arrays=test)
 
     md = (root / "reports" / "report.md").read_text()
     html = (root / "reports" / "report.html").read_text()
@@ -119,7 +119,7 @@ def test_report_without_optional_inputs(report_project):
     saved = json.loads((root / "metrics" / "eval.json").read_text())
     del saved["options"]  # evaluate.flips: false
     fsutil.write_json(root / "metrics" / "eval.json", saved)
-    render.run(REPORT, models=models, store=test)
+    render.run(REPORT, models=models, arrays=test)
     md = (root / "reports" / "report.md").read_text()
     assert "No training curves found" in md and "n/a (metrics/data.json not found)" in md
     assert "Inference options" not in md
@@ -188,7 +188,7 @@ def test_report_needs_evaluate_first(report_project):
     root, models, test, _ = report_project
     (root / "reports" / "results.csv").unlink()
     with pytest.raises(DeblurError, match="run `deblur evaluate`"):
-        render.run(REPORT, models=models, store=test)
+        render.run(REPORT, models=models, arrays=test)
 
 
 def test_eval_json_keys_match_what_the_report_reads(report_project):
@@ -206,7 +206,7 @@ def test_report_experiments_section_charts_every_pipeline_run(report_project, mo
         monkeypatch.setenv("DEBLUR_PIPELINE_RUN", f"sweep-{i}")
         pipeline(config.parse({"train": {"gan": {"lr": lr}}}), scores(gan, ae))
 
-    render.run(REPORT, models=models, store=test)
+    render.run(REPORT, models=models, arrays=test)
     md = (root / "reports" / "report.md").read_text()
     html = (root / "reports" / "report.html").read_text()
     assert (root / "reports" / "figures" / "experiments.png").is_file()
@@ -220,7 +220,7 @@ def test_report_experiments_section_charts_every_pipeline_run(report_project, mo
 def test_report_experiments_without_a_store(report_project, monkeypatch):
     root, models, test, _ = report_project
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own, not created
-    render.run(REPORT, models=models, store=test)
+    render.run(REPORT, models=models, arrays=test)
     md = (root / "reports" / "report.md").read_text()
-    assert "No pipeline runs in the MLflow store yet" in md
+    assert "No pipeline runs in the MLflow tracking store yet" in md
     assert not (root / "reports" / "figures" / "experiments.png").exists()

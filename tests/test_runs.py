@@ -1,6 +1,6 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
-A real SQLite store per test; the stage runs are opened as the stages open them
+A real SQLite tracking store per test; the stage runs are opened as the stages open them
 (deblur.tracking.runs.stage_run, deblur.tracking.stages.log_evaluation).
 """
 

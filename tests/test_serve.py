@@ -34,7 +34,7 @@ def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project with tiny models/gan.pt and models/ae.pt and no MLflow store."""
+    """A project with tiny models/gan.pt and models/ae.pt and no MLflow tracking store."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return {kind: save_tiny(tmp_path / "models" / f"{kind}.pt", kind) for kind in ("gan", "ae")}

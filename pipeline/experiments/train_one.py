@@ -17,7 +17,7 @@ import time
 import torch
 
 from deblur import config
-from deblur.data.dataset import PairStore
+from deblur.data.dataset import PairArrays
 from deblur.evaluate.protocol import model_method, score_method
 from deblur.metrics import mean_scores
 from deblur.train import data as train_data
@@ -48,7 +48,7 @@ def main():
         trainer.state.seconds += row["seconds"]
         last = epoch == cfg.epochs - 1 or trainer.state.seconds > budget
         if "--curve" in sys.argv or last:
-            test = PairStore(split="test")
+            test = PairArrays(split="test")
             model = trainer.shipped().eval()
             ev = params.evaluate
             method = model_method(model, ev.tile, ev.overlap, world.device)

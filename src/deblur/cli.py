@@ -381,7 +381,7 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Newest N pipeline runs.")] = 20,
 ) -> None:
-    """List the pipeline runs of the MLflow store side by side, newest first.
+    """List the pipeline runs of the MLflow tracking store side by side, newest first.
 
     One row per `dvc repro` / `dvc exp run`: when, commit, DVC experiment, the params that
     differ between the rows, and per model test PSNR, SSIM, gain over the blurry input,

@@ -302,10 +302,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _describe(error: dict[str, Any], source: str) -> str:
     key = ".".join(str(p) for p in error["loc"] if p != "validate_") or "(top level)"
-    kind = error["type"]
-    if kind == "extra_forbidden":
+    error_type = error["type"]
+    if error_type == "extra_forbidden":
         return f"{source}: unknown key '{key}'; remove it or fix its spelling"
-    if kind == "value_error":
+    if error_type == "value_error":
         where = f"{key}: " if error["loc"] else ""
         return f"{source}: {where}{error['msg'].removeprefix('Value error, ')}"
     got = error.get("input")

@@ -49,7 +49,7 @@ def _model(kind: str, run, champions: dict[str, str | None]) -> dict | None:
 
 
 def collect(limit: int | None = None) -> list[PipelineRun]:
-    """The pipeline runs of the store, newest first; [] when there is no store yet."""
+    """The pipeline runs of the tracking store, newest first; [] when it does not exist yet."""
     if not store.exists():
         return []
     c = store.client()

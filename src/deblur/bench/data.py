@@ -10,18 +10,18 @@ from deblur import paths
 from deblur.bench.timing import Sizes, say, timed
 from deblur.config import Params
 from deblur.data import manifest
-from deblur.data.dataset import CropDataset, PairStore
+from deblur.data.dataset import CropDataset, PairArrays
 from deblur.data.images import read_rgb
 
 
 class PngPairs:
-    """PairStore's pair(i), decoded from the PNGs in data/raw on every call: the cost of
+    """PairArrays's pair(i), decoded from the PNGs in data/raw on every call: the cost of
     training without the preprocess stage."""
 
-    def __init__(self, store, table):
-        rows = table[table["split"] == store.split].set_index("name")
-        self.folder = store.folder
-        self.files = [(rows.at[n, "blur_path"], rows.at[n, "sharp_path"]) for n in store.names]
+    def __init__(self, arrays, table):
+        rows = table[table["split"] == arrays.split].set_index("name")
+        self.folder = arrays.folder
+        self.files = [(rows.at[n, "blur_path"], rows.at[n, "sharp_path"]) for n in arrays.names]
 
     def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         blur, sharp = self.files[i]
@@ -29,16 +29,16 @@ class PngPairs:
 
 
 def bench_data(params: Params, sizes: Sizes, repeats: int) -> dict[str, Any]:
-    """Random training crops per second, one process, from the store and from PNGs."""
+    """Random training crops per second, one process, from the arrays and from PNGs."""
     if params.preprocess.protocol != "crop":
         return {"skipped": "compares full-resolution crops: needs preprocess.protocol crop"}
     if not (paths.PROCESSED / "train" / "index.csv").is_file() or not paths.MANIFEST.is_file():
         return {"skipped": f"{paths.PROCESSED} not found; run `dvc repro` first"}
-    store = PairStore(paths.PROCESSED, "train")
+    arrays = PairArrays(paths.PROCESSED, "train")
     crop = params.train.gan.crop
-    indices = np.arange(len(store))
-    out: dict[str, Any] = {"crop": crop, "image": "x".join(map(str, store.shape(0)[::-1]))}
-    sources = {"processed": store, "png": PngPairs(store, manifest.read(paths.MANIFEST))}
+    indices = np.arange(len(arrays))
+    out: dict[str, Any] = {"crop": crop, "image": "x".join(map(str, arrays.shape(0)[::-1]))}
+    sources = {"processed": arrays, "png": PngPairs(arrays, manifest.read(paths.MANIFEST))}
     for name, source in sources.items():
         data = CropDataset(source, indices, crop=crop, seed=params.seed, length=sizes.crops)
         say(f"data: {name}")

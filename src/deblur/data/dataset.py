@@ -1,6 +1,6 @@
 """What the trainers and the evaluator read: preprocessed pairs, splits, random crops.
 
-PairStore opens data/processed/<split> (or <kind>/<split> under the resize protocol) as
+PairArrays opens data/processed/<split> (or <kind>/<split> under the resize protocol) as
 memory maps: a pair is a zero-copy view, so no epoch decodes a PNG and many DataLoader
 workers share the page cache instead of each holding the dataset.
 """
@@ -19,12 +19,12 @@ from deblur import paths
 from deblur.errors import DataError
 
 
-class PairStore:
+class PairArrays:
     """The (blur, sharp) pairs of one split, as uint8 HxWx3 views into memory maps.
 
     ``names[i]`` is "scene/NNNNNN" and ``scenes[i]`` its scene, both in the order of pair(i).
-    ``kind`` picks the reference study's squares ("gan" or "ae") under preprocess.protocol resize; None
-    is full resolution (protocol crop, and the test split under either protocol).
+    ``kind`` picks the reference study's squares ("gan" or "ae") under preprocess.protocol
+    resize; None is full resolution (protocol crop, and the test split under either protocol).
     """
 
     def __init__(self, root: str | Path = paths.PROCESSED, split: str = "train", kind=None):
@@ -32,7 +32,7 @@ class PairStore:
         self.folder = self.root / kind / split if kind else self.root / split
         index_file = self.folder / "index.csv"
         if not index_file.is_file():
-            raise DataError(_missing_store(self.root, self.folder, kind))
+            raise DataError(_missing_arrays(self.root, self.folder, kind))
         index = pd.read_csv(index_file, dtype={"name": str, "scene": str})
         self.names: list[str] = index["name"].tolist()
         self.scenes: list[str] = index["scene"].tolist()
@@ -44,7 +44,7 @@ class PairStore:
         return len(self.names)
 
     def __repr__(self) -> str:
-        return f"PairStore({self.folder}, {len(self)} pairs, {len(set(self.scenes))} scenes)"
+        return f"PairArrays({self.folder}, {len(self)} pairs, {len(set(self.scenes))} scenes)"
 
     def shape(self, i: int) -> tuple[int, int]:
         """(height, width) of pair i, without touching its pixels."""
@@ -72,7 +72,7 @@ class PairStore:
         return {**self.__dict__, "_arrays": None}
 
 
-def _missing_store(root: Path, folder: Path, kind: str | None) -> str:
+def _missing_arrays(root: Path, folder: Path, kind: str | None) -> str:
     meta_file = root / "meta.json"
     if not meta_file.is_file():
         return f"{folder} not found; run `deblur preprocess` first"
@@ -87,20 +87,20 @@ def _missing_store(root: Path, folder: Path, kind: str | None) -> str:
 
 
 def split_train_val(
-    store: PairStore, val_fraction: float, seed: int
+    arrays: PairArrays, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) pair indices with whole scenes held out, so validation frames never have
     near-duplicate neighbours in training. At least one scene lands on each side."""
-    scenes = sorted(set(store.scenes))
+    scenes = sorted(set(arrays.scenes))
     if len(scenes) < 2:
         raise DataError(
-            f"{store.folder} has {len(scenes)} scene(s); holding out validation scenes needs "
+            f"{arrays.folder} has {len(scenes)} scene(s); holding out validation scenes needs "
             "at least 2 (render or download more train scenes)"
         )
     n_val = min(max(1, round(val_fraction * len(scenes))), len(scenes) - 1)
     order = np.random.default_rng(seed).permutation(len(scenes))
     held = {scenes[i] for i in order[:n_val]}
-    is_val = np.array([scene in held for scene in store.scenes])
+    is_val = np.array([scene in held for scene in arrays.scenes])
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
@@ -117,7 +117,7 @@ class CropDataset(Dataset):
 
     def __init__(
         self,
-        store: PairStore,
+        arrays: PairArrays,
         indices,
         crop: int | None,
         seed: int,
@@ -126,9 +126,9 @@ class CropDataset(Dataset):
         rotate: bool = False,
         permute_channels: bool = False,
     ):
-        self.store, self.indices = store, np.asarray(indices, dtype=np.int64)
+        self.arrays, self.indices = arrays, np.asarray(indices, dtype=np.int64)
         if len(self.indices) == 0:
-            raise DataError(f"no pairs to draw crops from in {store.folder}")
+            raise DataError(f"no pairs to draw crops from in {arrays.folder}")
         self.crop, self.seed, self.length = crop, seed, length
         self.flip, self.rotate, self.permute = flip, rotate, permute_channels
         self.epoch = 0
@@ -144,7 +144,7 @@ class CropDataset(Dataset):
             raise IndexError(k)
         rng = np.random.default_rng([self.seed, self.epoch, k])
         i = self.indices[rng.integers(len(self.indices)) if self.length is not None else k]
-        blur, sharp = self.store.pair(int(i))
+        blur, sharp = self.arrays.pair(int(i))
         if self.crop is not None:
             blur, sharp = _random_crop(blur, sharp, self.crop, rng)
         if self.flip and rng.random() < 0.5:

@@ -180,7 +180,7 @@ class Entry:
     """An archive member, whatever the format: enough to judge it and to read it."""
 
     name: str
-    kind: str  # file | dir | symlink | hardlink | special
+    file_type: str  # file | dir | symlink | hardlink | special
     link: str = ""  # symlink target (relative to the entry) or hardlink target (to the root)
     size: int = 0
 
@@ -226,7 +226,7 @@ def _open_archive(path: Path) -> Iterator[tuple[list[Entry], Reader]]:
 
 def _read_zip(zf: zipfile.ZipFile, entry: Entry) -> IO[bytes]:
     name = entry.name
-    if entry.kind == "symlink":  # zipfile stores a link's target as its content: follow it
+    if entry.file_type == "symlink":  # zipfile stores a link's target as its content: follow it
         name = posixpath.normpath(posixpath.join(posixpath.dirname(name), entry.link))
     return zf.open(name)
 
@@ -243,8 +243,8 @@ def _tar_entry(member: tarfile.TarInfo) -> Entry:
         return Entry(member.name, "symlink", member.linkname)
     if member.islnk():
         return Entry(member.name, "hardlink", member.linkname)
-    kind = "dir" if member.isdir() else "file" if member.isfile() else "special"
-    return Entry(member.name, kind, size=member.size)
+    file_type = "dir" if member.isdir() else "file" if member.isfile() else "special"
+    return Entry(member.name, file_type, size=member.size)
 
 
 def _escapes(name: str) -> bool:
@@ -261,13 +261,13 @@ def _check(entry: Entry, archive: Path) -> None:
             f"{archive}: entry '{entry.name}' would be written outside the target folder; "
             "refusing this archive (is data.url the real GOPRO_Large?)"
         )
-    if entry.kind == "special":
+    if entry.file_type == "special":
         raise DataError(
             f"{archive}: entry '{entry.name}' is a device or fifo; refusing the archive"
         )
-    if entry.kind in ("symlink", "hardlink"):
+    if entry.file_type in ("symlink", "hardlink"):
         # Symlinks resolve from their own folder; tar hardlinks name a member from the root.
-        base = posixpath.dirname(entry.name) if entry.kind == "symlink" else ""
+        base = posixpath.dirname(entry.name) if entry.file_type == "symlink" else ""
         if entry.link.startswith("/") or _escapes(posixpath.join(base, entry.link)):
             raise DataError(
                 f"{archive}: link '{entry.name}' -> '{entry.link}' points outside the archive; "
@@ -279,7 +279,7 @@ def _map_images(entries: list[Entry], archive: Path) -> list[tuple[Entry, Path]]
     """(entry, relative destination) of every GoPro image, whatever folder wraps the layout."""
     wanted: dict[Path, Entry] = {}
     for entry in entries:
-        if entry.kind == "dir":
+        if entry.file_type == "dir":
             continue
         parts = posixpath.normpath(entry.name.replace("\\", "/")).split("/")
         if len(parts) < 4 or any(p.startswith(("__MACOSX", "._")) for p in parts):

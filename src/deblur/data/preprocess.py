@@ -1,13 +1,15 @@
 """The preprocess stage: decode every PNG once into memory-mappable uint8 arrays.
 
 Training reads random crops thousands of times per epoch; decoding a 1280x720 PNG costs
-milliseconds, reading a crop from a memory map microseconds (`deblur bench` measures both). Each store is a folder with
-blur.npy and sharp.npy (every image of the split flattened end to end) and index.csv (name,
-scene, offset, height, width per pair), read by deblur.data.dataset.PairStore.
+milliseconds, reading a crop from a memory map microseconds (`deblur bench` measures
+both). Each set of arrays is a folder with blur.npy and sharp.npy (every image of the
+split flattened end to end) and index.csv (name, scene, offset, height, width per pair),
+read by deblur.data.dataset.PairArrays.
 
 protocol crop (default): full resolution, data/processed/{train,test}/.
-protocol resize (the reference study's): squares per model, data/processed/{gan,ae}/{train,test}/, plus
-the full-resolution test split in data/processed/test/ for the full evaluation protocol.
+protocol resize (the reference study's): squares per model,
+data/processed/{gan,ae}/{train,test}/, plus the full-resolution test split in
+data/processed/test/ for the full evaluation protocol.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from deblur.fsutil import atomic_dir, write_json
 
 
 @dataclass(frozen=True)
-class Store:
-    """One output store: a split at one resolution (size None = full)."""
+class ArraySet:
+    """One set of output arrays: a split at one resolution (size None = full)."""
 
     split: str
     kind: str | None = None  # None: full resolution; "gan" / "ae": the reference study's squares
@@ -39,22 +41,22 @@ class Store:
         return root / self.kind / self.split if self.kind else root / self.split
 
 
-def stores(params: Params) -> list[Store]:
+def array_sets(params: Params) -> list[ArraySet]:
     """What the protocol asks for, so the trainers and the evaluator find what they read."""
     if params.preprocess.protocol == "crop":
-        return [Store(split) for split in manifest.SPLITS]
+        return [ArraySet(split) for split in manifest.SPLITS]
     sizes = params.preprocess.resize
     squares = [
-        Store(split, kind, getattr(sizes, kind))
+        ArraySet(split, kind, getattr(sizes, kind))
         for kind in ("gan", "ae")
         for split in manifest.SPLITS
     ]
-    return [*squares, Store("test")]
+    return [*squares, ArraySet("test")]
 
 
 def run(params: Params) -> None:
     table = manifest.read(paths.MANIFEST)
-    wanted = stores(params)
+    wanted = array_sets(params)
     with atomic_dir(paths.PROCESSED) as tmp:
         counts = {}
         for split in manifest.SPLITS:
@@ -72,17 +74,18 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {split} pairs" for split, n in counts.items())
 
 
-def _meta(params: Params, wanted: list[Store], counts: dict[str, int]) -> dict:
+def _meta(params: Params, wanted: list[ArraySet], counts: dict[str, int]) -> dict:
     return {
         "protocol": params.preprocess.protocol,
+        # The key data/processed/meta.json has always had (dataset._missing_arrays reads it).
         "stores": sorted(str(s.folder(Path())) for s in wanted),
         "sizes": {s.kind: s.size for s in wanted if s.kind},
         "pairs": counts,
     }
 
 
-def write_split(rows: pd.DataFrame, targets: list[Store], root: Path) -> None:
-    """Decode the split's pairs once and write them into every store of that split."""
+def write_split(rows: pd.DataFrame, targets: list[ArraySet], root: Path) -> None:
+    """Decode the split's pairs once and write them into every set of arrays of that split."""
     if rows.empty:
         return
     writers = [_Writer(t.folder(root), _shapes(rows, t.size)) for t in targets]

@@ -43,7 +43,7 @@ def _row(kind: str, percent: int, path: Path, scores: dict, blurry: dict) -> dic
     }
 
 
-def score_curve(summary: pd.DataFrame, tracks: dict[str, str], test_store, params, device):
+def score_curve(summary: pd.DataFrame, tracks: dict[str, str], test_arrays, params, device):
     """One row per (model, checkpoint): test scores and their gain over the blurry input.
 
     ``summary`` is evaluate's per-model table: it holds the final models' scores (the
@@ -58,7 +58,7 @@ def score_curve(summary: pd.DataFrame, tracks: dict[str, str], test_store, param
         blurry = row_of[("blurry", protocol)]
         for percent, path in part_way(kind):
             method = model_method(zoo.load(path, device), ev.tile, ev.overlap, device)
-            scored = score_method(f"{kind} {percent}%", method, test_store, protocol, timed=False)
+            scored = score_method(f"{kind} {percent}%", method, test_arrays, protocol, timed=False)
             rows.append(_row(kind, percent, path, mean_scores(scored), blurry))
         rows.append(_row(kind, 100, paths.checkpoint(kind), row_of[(kind, protocol)], blurry))
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -42,18 +42,18 @@ def _side(protocol: str) -> int | None:
     return None if protocol == "full" else int(protocol.split()[-1])
 
 
-def _pair(store, i: int, protocol: str) -> tuple[np.ndarray, np.ndarray]:
+def _pair(arrays, i: int, protocol: str) -> tuple[np.ndarray, np.ndarray]:
     """Pair ``i`` as uint8 (blur, sharp), resized to the square when the protocol says so."""
-    blur, sharp = store.pair(i)
+    blur, sharp = arrays.pair(i)
     side = _side(protocol)
     if side:
         return resize_square(blur, side), resize_square(sharp, side)
     return blur, sharp
 
 
-def pairs(store, protocol: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for i, name in enumerate(store.names):
-        yield name, *_pair(store, i, protocol)
+def pairs(arrays, protocol: str) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    for i, name in enumerate(arrays.names):
+        yield name, *_pair(arrays, i, protocol)
 
 
 def model_method(
@@ -63,7 +63,7 @@ def model_method(
     return lambda image: to_uint8(deblur_image(model, image, tile, overlap, device, flips=flips))
 
 
-def score_method(key: str, method: Method, store, protocol: str, timed: bool = True) -> list[dict]:
+def score_method(key: str, method: Method, arrays, protocol: str, timed: bool = True) -> list[dict]:
     """One per-image row per test pair: PSNR, SSIM, and the wall time of ``method``.
 
     ``method`` maps a uint8 blurry image to a uint8 output, as a saved file would hold it.
@@ -72,7 +72,7 @@ def score_method(key: str, method: Method, store, protocol: str, timed: bool = T
     from tqdm import tqdm
 
     rows = []
-    for name, blur, sharp in tqdm(list(pairs(store, protocol)), desc=f"evaluate {key}"):
+    for name, blur, sharp in tqdm(list(pairs(arrays, protocol)), desc=f"evaluate {key}"):
         if not rows:
             method(blur)  # warm-up: the first call pays for allocation and kernel selection
         start = time.perf_counter()
@@ -103,7 +103,7 @@ def baseline_method(name: str, train_store, protocol: str) -> tuple[str, Method]
 
 def evaluate(
     models: dict[str, torch.nn.Module],
-    test_store,
+    test_arrays,
     train_store,
     params,
     device: torch.device | str = "cpu",
@@ -115,17 +115,17 @@ def evaluate(
     labels: dict[tuple[str, str], str] = {}
     for kind, model in models.items():
         method = model_method(model, ev.tile, ev.overlap, device)
-        rows += score_method(kind, method, test_store, protocols[kind])
+        rows += score_method(kind, method, test_arrays, protocols[kind])
     for protocol in dict.fromkeys(protocols.values()):
         label, method = baseline_method(ev.baseline, train_store, protocol)
         labels[("baseline", protocol)] = label
-        rows += score_method("baseline", method, test_store, protocol)
-        rows += score_method("blurry", lambda image: image, test_store, protocol, timed=False)
+        rows += score_method("baseline", method, test_arrays, protocol)
+        rows += score_method("blurry", lambda image: image, test_arrays, protocol, timed=False)
     return pd.DataFrame(rows, columns=tables.PER_IMAGE_COLUMNS), labels
 
 
 def evaluate_options(
-    models: dict[str, torch.nn.Module], test_store, params, device: torch.device | str = "cpu"
+    models: dict[str, torch.nn.Module], test_arrays, params, device: torch.device | str = "cpu"
 ) -> pd.DataFrame:
     """Per-image rows of each learned model under the inference options params enable.
 
@@ -141,5 +141,5 @@ def evaluate_options(
         for kind, model in models.items():
             method = model_method(model, ev.tile, ev.overlap, device, flips=True)
             key = tables.option_key(kind, "flips")
-            rows += score_method(key, method, test_store, protocols[kind])
+            rows += score_method(key, method, test_arrays, protocols[kind])
     return pd.DataFrame(rows, columns=tables.PER_IMAGE_COLUMNS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from deblur import device as devices
 from deblur import fsutil, paths, spec
 from deblur import models as zoo
-from deblur.data.dataset import PairStore
+from deblur.data.dataset import PairArrays
 from deblur.evaluate import tables
 from deblur.evaluate.curve import score_curve
 from deblur.evaluate.protocol import evaluate, evaluate_options, tracks
@@ -34,19 +34,19 @@ def version_tags(metrics: dict) -> dict[str, dict[str, float]]:
     }
 
 
-def open_stores(params):
+def open_arrays(params):
     """(test, train) pairs of data/processed: test at full resolution under either protocol,
     train as preprocessed (the GAN's squares when preprocess.protocol is resize)."""
-    test = PairStore(root=paths.PROCESSED, split="test")
+    test = PairArrays(root=paths.PROCESSED, split="test")
     kind = "gan" if params.preprocess.protocol == "resize" else None
-    return test, PairStore(root=paths.PROCESSED, split="train", kind=kind)
+    return test, PairArrays(root=paths.PROCESSED, split="train", kind=kind)
 
 
 def run(params, device: str = "auto") -> dict:
     """The DVC stage: models/*.pt + the test split -> reports/*.csv, metrics/eval.json, MLflow."""
     dev = devices.resolve(device)
     loaded = {kind: spec.load(kind, device=dev) for kind in KINDS}
-    test, train = open_stores(params)
+    test, train = open_arrays(params)
     per_image, labels = evaluate(loaded, test, train, params, dev)
     summary = tables.summarize(per_image)
     curve = score_curve(summary, tracks(params), test, params, dev)

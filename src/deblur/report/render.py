@@ -20,7 +20,7 @@ import yaml
 
 from deblur import fsutil, paths, runs, spec
 from deblur.config import flatten
-from deblur.data.dataset import PairStore
+from deblur.data.dataset import PairArrays
 from deblur.data.images import read_rgb, to_uint8
 from deblur.errors import DeblurError
 from deblur.evaluate import tables
@@ -186,10 +186,10 @@ def _titled(name: str, image: np.ndarray, sharp: np.ndarray | None) -> tuple[str
     return f"{name}\n{psnr(image, sharp):.2f} dB", image
 
 
-def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
+def sample_figures(models, arrays, samples, params, out_dir: Path) -> list[dict]:
     """blur | GAN | autoencoder | sharp for each sampled test image, at full resolution."""
     ev = params.evaluate
-    index = {name: i for i, name in enumerate(store.names)}
+    index = {name: i for i, name in enumerate(arrays.names)}
     stale = [name for name, _ in samples if name not in index]
     if stale:
         raise DeblurError(
@@ -198,7 +198,7 @@ def sample_figures(models, store, samples, params, out_dir: Path) -> list[dict]:
         )
     shown = []
     for k, (name, why) in enumerate(samples, 1):
-        blur, sharp = store.pair(index[name])
+        blur, sharp = arrays.pair(index[name])
         panels = [_titled("blurry input", blur, sharp)]
         for kind, model in models.items():
             out = to_uint8(deblur_image(model, blur, ev.tile, ev.overlap))
@@ -305,14 +305,14 @@ def _rel(path: Path) -> str:
     return f"{paths.FIGURES.name}/{Path(path).name}"
 
 
-def draw_figures(params, models, store, per_image, curves, trained, fig_dir: Path) -> dict:
+def draw_figures(params, models, arrays, per_image, curves, trained, fig_dir: Path) -> dict:
     fig_dir.mkdir(parents=True, exist_ok=True)
     blurry = {k: t["val_psnr_blurry"] for k, t in trained.items() if "val_psnr_blurry" in t}
     figures.training_curves(curves, fig_dir / "training_curves.png", blurry)
     figures.gain_scatter(per_image, fig_dir / "per_image_psnr.png")
     quality = _quality_curve(fig_dir)
     samples = pick_samples(per_image, params.evaluate.samples)
-    shown = sample_figures(models, store, samples, params, fig_dir)
+    shown = sample_figures(models, arrays, samples, params, fig_dir)
     photo = photo_figure(models, params, fig_dir)
     return {
         "curves": _rel(fig_dir / "training_curves.png"),
@@ -350,7 +350,7 @@ def _quality_curve(fig_dir: Path) -> dict:
 def experiments_section(fig_dir: Path) -> dict:
     """Every pipeline run in the tracking store (deblur.runs): the quality/speed chart and
     the table. Champions are the registry's as the report runs, before this run's promotion.
-    The store is no DVC dependency: the section is as of the report stage's last run."""
+    The tracking store is no DVC dependency: the section is as of the report stage's last run."""
     rows = runs.collect()
     if not rows:
         return {"figure": None, "header": [], "rows": [], "count": 0}
@@ -361,13 +361,13 @@ def experiments_section(fig_dir: Path) -> dict:
     return {"figure": _rel(path), "header": header, "rows": body, "count": len(rows)}
 
 
-def build_context(params, models, store, fig_dir: Path) -> dict:
+def build_context(params, models, arrays, fig_dir: Path) -> dict:
     """Read the pipeline's outputs, draw the figures, and gather what the templates show."""
     results = _read_csv(paths.RESULTS_CSV, "deblur evaluate")
     per_image = _read_csv(paths.PER_IMAGE_CSV, "deblur evaluate")
     curves = {kind: pd.read_csv(p) for kind in KINDS if (p := paths.train_plot(kind)).is_file()}
     trained = {kind: _read_json(paths.train_metrics(kind)) for kind in KINDS}
-    drawn = draw_figures(params, models, store, per_image, curves, trained, fig_dir)
+    drawn = draw_figures(params, models, arrays, per_image, curves, trained, fig_dir)
     dump = params.model_dump(mode="json", by_alias=True)
     eval_json = _read_json(paths.EVAL_JSON)
     return {
@@ -392,15 +392,15 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
     }
 
 
-def run(params, models=None, store=None) -> list[Path]:
-    """The DVC stage. ``models`` ({kind: module}) and ``store`` default to the pipeline's."""
+def run(params, models=None, arrays=None) -> list[Path]:
+    """The DVC stage. ``models`` ({kind: module}) and ``arrays`` default to the pipeline's."""
     if models is None:
         models = {kind: spec.load(kind) for kind in KINDS}
-    if store is None:
-        store = PairStore(root=paths.PROCESSED, split="test")
+    if arrays is None:
+        arrays = PairArrays(root=paths.PROCESSED, split="test")
     # Drawn into a fresh folder that replaces figures/ whole: no stale sample from a past run.
     with fsutil.atomic_dir(paths.FIGURES) as fig_dir:
-        context = build_context(params, models, store, fig_dir)
+        context = build_context(params, models, arrays, fig_dir)
     md, html = render(context, paths.REPORTS)
     written = [md, html, *sorted(paths.FIGURES.glob("*.png"))]
     print(f"wrote {md} and {html} ({len(written) - 2} figures)")

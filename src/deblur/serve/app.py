@@ -1,6 +1,6 @@
 """The demo web page: upload a photo, pick a model, compare before and after, download.
 
-Each model is the registry's champion when the MLflow store has one, else the pipeline's
+Each model is the registry's champion when the MLflow tracking store has one, else the pipeline's
 checkpoint in models/; both are loaded once, at start-up. Every request goes through
 deblur.infer.deblur_image, the path behind `deblur predict` and the evaluation tables, so
 the page shows exactly what the reported numbers measure.
@@ -124,12 +124,12 @@ def create_app(
     def work(job: Job, on_tile) -> None:
         image = uploads.decode(job.upload, job.name)  # decoded only now, its turn
         job.upload.unlink(missing_ok=True)
-        if job.kind == "png":
+        if job.task == "png":
             write_png(job.result, image)
             return
         h, w, _ = image.shape
         job.tiles_total = tile_count(h, w, tile, overlap)
-        out = deblur_image(served[job.kind].model, image, tile, overlap, device, on_tile=on_tile)
+        out = deblur_image(served[job.task].model, image, tile, overlap, device, on_tile=on_tile)
         del image
         write_png(job.result, to_uint8(out))
 
@@ -179,11 +179,11 @@ def create_app(
         job_dir = Path(tempfile.mkdtemp(dir=folder))
         try:
             form = await uploads.receive(request, job_dir / "upload", tally, max_bytes)
-            kind = "png" if png else form.fields.get("model", "gan")
+            task = "png" if png else form.fields.get("model", "gan")
             if not png:
-                pick(kind)
+                pick(task)
             _, w, h = uploads.check_header(form.path, form.name, max_pixels)
-            job = Job(kind, form.name, job_dir, w, h, polled=polled)
+            job = Job(task, form.name, job_dir, w, h, polled=polled)
             queue.submit(job)
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -214,7 +214,7 @@ def create_app(
     def result_headers(job: Job) -> dict:
         return {
             "Content-Disposition": f'inline; filename="{uploads.result_name(job.name)}"',
-            "X-Deblur-Model": served[job.kind].source.encode("ascii", "replace").decode(),
+            "X-Deblur-Model": served[job.task].source.encode("ascii", "replace").decode(),
             "X-Deblur-Milliseconds": f"{job.ms:.0f}",
         }
 

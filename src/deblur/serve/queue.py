@@ -40,7 +40,7 @@ class Cancelled(Exception):
 
 @dataclass
 class Job:
-    kind: str  # a model kind, or "png" (decode only)
+    task: str  # the model kind to deblur with, or "png" (decode to PNG only)
     name: str
     folder: Path
     width: int
@@ -89,20 +89,20 @@ class Queue:
         self.waiting: deque[Job] = deque()
         self.running: Job | None = None
         self.jobs: dict[str, Job] = {}
-        self.rates: dict[str, float] = {}  # ms per megapixel, per kind
+        self.rates: dict[str, float] = {}  # ms per megapixel, per task
         self.counts = {"ran": 0, "refused": 0, "expired": 0, "cancelled": 0}
         threading.Thread(target=self._loop, name="deblur-worker", daemon=True).start()
 
     # ----------------------------------------------------------------- estimates
 
-    def learn(self, kind: str, ms: float, megapixels: float) -> None:
+    def learn(self, task: str, ms: float, megapixels: float) -> None:
         rate = ms / max(megapixels, 1e-3)
-        old = self.rates.get(kind)
-        self.rates[kind] = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
+        old = self.rates.get(task)
+        self.rates[task] = rate if old is None else (1 - RATE_WEIGHT) * old + RATE_WEIGHT * rate
 
     def _estimate(self, job: Job) -> float:
         """Seconds ``job`` has left: from its tiles once it runs, else from the rate."""
-        rate = self.rates.get(job.kind) or max(self.rates.values(), default=1000.0)
+        rate = self.rates.get(job.task) or max(self.rates.values(), default=1000.0)
         whole = rate * job.megapixels / 1e3
         if job.state != "running" or job.started is None:
             return whole
@@ -270,7 +270,7 @@ class Queue:
         ms = (time.monotonic() - (job.started or time.monotonic())) * 1e3
         with self.cond:
             job.ms = ms
-            self.learn(job.kind, ms, job.megapixels)
+            self.learn(job.task, ms, job.megapixels)
             self.counts["ran"] += 1
             self._end(job, "cancelled" if job.cancel else "done")
 
@@ -286,7 +286,7 @@ class Queue:
         body = {
             "id": job.id,
             "state": job.state,
-            "model": job.kind,
+            "model": job.task,
             "name": job.name,
             "width": job.width,
             "height": job.height,

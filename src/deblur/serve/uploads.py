@@ -218,7 +218,7 @@ def check_header(path: Path, name: str, max_pixels: int = MAX_PIXELS) -> tuple[s
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:  # reads the header, decodes nothing
-                kind, (w, h) = img.format, img.size
+                fmt, (w, h) = img.format, img.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f" ({int(found[1]) / 1e6:.0f} MP)" if found else ""
@@ -229,15 +229,15 @@ def check_header(path: Path, name: str, max_pixels: int = MAX_PIXELS) -> tuple[s
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
         raise UploadError(415, f"{name} is not an image; upload a {ACCEPTED} file") from None
-    if kind not in FORMATS:
-        raise UploadError(415, f"{name} is a {kind} file; upload a {ACCEPTED} file")
+    if fmt not in FORMATS:
+        raise UploadError(415, f"{name} is a {fmt} file; upload a {ACCEPTED} file")
     if w * h > max_pixels:
         raise UploadError(
             413,
             f"{name} is {w}x{h} ({w * h / 1e6:.1f} MP); the limit is {max_pixels / 1e6:.0f} MP, "
             "downscale it first",
         )
-    return FORMATS[kind], w, h
+    return FORMATS[fmt], w, h
 
 
 def decode(path: Path, name: str) -> np.ndarray:

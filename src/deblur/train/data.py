@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from deblur import paths
-from deblur.data.dataset import CropDataset, PairStore, split_train_val
+from deblur.data.dataset import CropDataset, PairArrays, split_train_val
 from deblur.train.distributed import World
 
 
@@ -17,7 +17,7 @@ class TrainData:
     dataset: CropDataset
     sampler: DistributedSampler | None
     loader: DataLoader
-    store: PairStore  # the train split, for the validation images
+    arrays: PairArrays  # the train split, for the validation images
     val_idx: list[int]
 
     def set_epoch(self, epoch: int) -> None:
@@ -30,13 +30,13 @@ def build(kind: str, params, world: World) -> TrainData:
     """data/processed's train split -> random crops for ``kind``, split by scene for validation."""
     cfg = getattr(params.train, kind)
     protocol = params.preprocess.protocol
-    store = PairStore(paths.PROCESSED, "train", kind=kind if protocol == "resize" else None)
-    train_idx, val_idx = split_train_val(store, params.train.val_fraction, params.seed)
+    arrays = PairArrays(paths.PROCESSED, "train", kind=kind if protocol == "resize" else None)
+    train_idx, val_idx = split_train_val(arrays, params.train.val_fraction, params.seed)
     per_epoch = cfg.steps_per_epoch * cfg.batch_size * world.size
     # Rotations and colour-channel swaps keep a camera-shake pair valid (the blur turns
     # with the image) and stop a small model from memorising the few training photos.
     dataset = CropDataset(
-        store,
+        arrays,
         train_idx,
         crop=cfg.crop,
         seed=params.seed,
@@ -62,4 +62,4 @@ def build(kind: str, params, world: World) -> TrainData:
         pin_memory=world.device.type == "cuda",
         drop_last=True,
     )
-    return TrainData(dataset, sampler, loader, store, list(val_idx)[: cfg.val_images])
+    return TrainData(dataset, sampler, loader, arrays, list(val_idx)[: cfg.val_images])

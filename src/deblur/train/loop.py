@@ -231,7 +231,8 @@ class Trainer:
 
     def _report(self, recent: list[float], on_steps) -> None:
         """A point of the per-step loss curve: the mean of the last few steps, because one
-        MLflow write per batch would make a SQLite store the bottleneck of a fast GPU run."""
+        MLflow write per batch would make a SQLite tracking store the bottleneck of a fast
+        GPU run."""
         if on_steps is not None:
             on_steps(self.state.step, sum(recent) / len(recent))
         recent.clear()
@@ -241,7 +242,7 @@ class Trainer:
         model = self.shipped().eval()
         scores = []
         for i in self.data.val_idx:
-            blur, sharp = self.data.store.pair(i)
+            blur, sharp = self.data.arrays.pair(i)
             # Scored as the 8-bit image a user gets, like `deblur evaluate` does.
             out = to_uint8(deblur_image(model, blur, device=self.device))
             scores.append(score(out, sharp))
@@ -249,7 +250,7 @@ class Trainer:
 
     def blurry_baseline(self) -> dict[str, float]:
         """The held-out images' own score: what the model must beat."""
-        scores = [score(*self.data.store.pair(i)) for i in self.data.val_idx]
+        scores = [score(*self.data.arrays.pair(i)) for i in self.data.val_idx]
         return {f"val_{k}_blurry": v for k, v in mean_scores(scores).items()}
 
     # ----------------------------------------------------------------- state
