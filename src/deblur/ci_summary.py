@@ -78,7 +78,7 @@ def verify_section(params, rev: str, regression_only: bool) -> str:
 def promotion_section() -> str:
     """Per model: the newest version, and whether it holds @champion now."""
     if not store.exists():
-        return "_n/a: no MLflow store_"
+        return "_n/a: no MLflow tracking store_"
     lines = []
     for kind in KINDS:
         newest = next(iter(registry.versions(kind)), None)
