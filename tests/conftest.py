@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.params import TINY
 
 from deblur import config
+
+# Fixtures several layers use, from tests/support/.
+pytest_plugins = ["support.browser", "support.pipeline"]
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -21,24 +25,6 @@ def _model_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 REPO = Path(__file__).resolve().parents[1]
-
-# Small enough to render, validate and preprocess in a second or two.
-TINY = {
-    "seed": 0,
-    "data": {
-        "synthetic": {
-            "train_scenes": 3,
-            "test_scenes": 2,
-            "pairs_per_scene": 2,
-            "height": 48,
-            "width": 64,
-            "frames": 5,
-            "noise": 0.002,  # at 48x64 some crops are smooth enough for noise to rival blur
-        }
-    },
-    "validate": {"min_train_pairs": 2, "min_test_pairs": 2},
-    "train": {"val_fraction": 0.34},
-}
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_models import save_tiny
+from support.tiny_models import save_tiny
 
 from deblur import config, infer
 from deblur.bench import inference as bench_inference

@@ -14,40 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from servers import free_port, running
-from tiny_models import save_tiny
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.servers import free_port, running
+from support.tiny_models import save_tiny
 
 from deblur.infer import tile_count
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[1]
 TILE, OVERLAP = 128, 32  # serve.tile in the demo's params; evaluate.overlap's default
-
-
-@pytest.fixture
-def chromium():
-    """Playwright's sync API, or a skip (a failure in CI) naming what is missing."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "the playwright package (pip install playwright)"
-    else:
-        if CHROMIUM.is_file():
-            return sync_playwright
-        missing = f"{CHROMIUM} (make setup installs Debian's chromium)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"browser test needs {missing}; CI must run it")
-    pytest.skip(f"needs {missing}")
 
 
 def blurry_photo() -> np.ndarray:

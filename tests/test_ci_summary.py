@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_verify import EVAL, git, moved, write
+from support.verify_repo import EVAL, git, moved, write
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 BIN = Path(sys.executable).parent
@@ -73,7 +73,7 @@ def test_summary_goes_to_the_step_summary_file(pr, tmp_path):
 
 
 def test_summary_reports_the_promotion_decision(pr, tmp_path, monkeypatch):
-    from test_runs import registered
+    from support.mlflow_runs import registered
 
     from deblur import fsutil
     from deblur.tracking import registry

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from tests.conftest import TINY
+from support.params import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -93,9 +93,10 @@ def test_empty_raw_folder(project, tiny_params):
 
 
 def test_imported_folder_failures_name_the_users_files_and_the_fix(project, _tiny_raw, capsys):
+    from support.params import TINY
+
     from deblur import config
     from deblur.data import download
-    from tests.conftest import TINY
 
     own = project.parent / "my-dataset"
     shutil.copytree(_tiny_raw, own)

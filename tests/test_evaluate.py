@@ -8,52 +8,17 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy.ndimage import uniform_filter
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-from tiny_models import save_tiny
+from support.arrays import make_arrays, tiny
+from support.tiny_models import save_tiny
 from torch import nn
 
 from deblur import config, models
 from deblur import predict as predicting
 from deblur.evaluate import protocol, stage, tables
 from deblur.metrics import psnr, score, ssim
-
-
-class FakeArrays:
-    """PairArrays's interface (names, len, pair) over pairs made in memory."""
-
-    def __init__(self, pairs: dict[str, tuple[np.ndarray, np.ndarray]]):
-        self.names = list(pairs)
-        self._pairs = list(pairs.values())
-
-    def __len__(self):
-        return len(self._pairs)
-
-    def pair(self, i):
-        return self._pairs[i]
-
-
-def make_arrays(n: int, offset: int = 0, size=(48, 64)) -> FakeArrays:
-    """Crops of a real photo, box-blurred along x: real structure, known blur."""
-    photo = skdata.astronaut()
-    pairs = {}
-    for i in range(n):
-        top, left = 40 + 60 * (i + offset), 30 + 50 * (i + offset)
-        sharp = photo[top : top + size[0], left : left + size[1]]
-        blur = uniform_filter(sharp.astype(np.float32), size=(1, 5 + i, 1), mode="reflect")
-        pairs[f"scene{i + offset}/{i:06d}"] = (np.round(blur).astype(np.uint8), sharp.copy())
-    return FakeArrays(pairs)
-
-
-ARCH = {"gan": {"channels": 4, "n_down": 1, "n_res": 1}, "ae": {"channels": 4, "depth": 1}}
-
-
-def tiny(kind: str) -> nn.Module:
-    torch.manual_seed(0)
-    return models.build(kind, ARCH[kind]).eval()
-
 
 PARAMS = config.parse({"evaluate": {"tile": 32, "overlap": 8, "baseline": "unsharp"}})
 

@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from tiny_models import random_image, save_tiny
+from support.tiny_models import random_image, save_tiny
 
 from deblur import predict as predicting
 from deblur import spec

@@ -88,7 +88,7 @@ def flipped_passes(model, img, **kw) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["gan", "ae"])
 @pytest.mark.parametrize("tile", [4096, 32])  # whole, and tiles smaller than the image
 def test_flips_keep_the_shape_at_odd_sizes(tmp_path, kind, tile):
-    from tiny_models import random_image, save_tiny
+    from support.tiny_models import random_image, save_tiny
 
     model, img = save_tiny(tmp_path / "m.pt", kind), random_image(37, 53)
     calls = []
@@ -105,7 +105,7 @@ def test_flips_keep_the_shape_at_odd_sizes(tmp_path, kind, tile):
 def test_flips_of_a_flip_equivariant_model_are_the_plain_output():
     # An untrained Restorer is the identity (its last conv starts at zero): flipping the
     # input, running it and flipping back changes nothing, so the mean is the plain output.
-    from tiny_models import TINY_ARCH, random_image
+    from support.tiny_models import TINY_ARCH, random_image
 
     from deblur import models
 
@@ -121,7 +121,7 @@ def test_flips_of_a_flip_equivariant_model_are_the_plain_output():
 
 @pytest.mark.parametrize("kind", ["gan", "ae"])
 def test_flips_are_the_mean_of_four_flipped_passes(tmp_path, kind):
-    from tiny_models import random_image, save_tiny
+    from support.tiny_models import random_image, save_tiny
 
     model, img = save_tiny(tmp_path / "m.pt", kind), random_image(37, 53)
     plain = infer.deblur_image(model, img)
@@ -237,7 +237,7 @@ def test_predict_respects_exif_orientation(tmp_path):
 
 def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
     # What `deblur bench` times as "predict" is this call: its output must be the model's.
-    from tiny_models import random_image, save_tiny
+    from support.tiny_models import random_image, save_tiny
 
     from deblur.data.images import read_rgb, write_png
 
@@ -254,7 +254,7 @@ def test_predict_writes_what_deblur_image_gives(tmp_path, capfd):
 
 def test_predict_flips_writes_the_ensemble(tmp_path, monkeypatch):
     # Through the command's own function: --flips reaches deblur_image.
-    from tiny_models import random_image, save_tiny
+    from support.tiny_models import random_image, save_tiny
 
     from deblur import cli
     from deblur.data.images import read_rgb, write_png
@@ -272,7 +272,7 @@ def test_predict_flips_writes_the_ensemble(tmp_path, monkeypatch):
 
 def test_predict_compiled_writes_what_eager_writes(tmp_path):
     # Two image sizes: the second one recompiles (or goes dynamic) and must still match.
-    from tiny_models import random_image, save_tiny
+    from support.tiny_models import random_image, save_tiny
 
     from deblur.data.images import read_rgb, write_png
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from servers import free_port, running
-from tiny_models import random_image, save_tiny
+from support.servers import free_port, running
+from support.tiny_models import random_image, save_tiny
 
 from deblur import config, infer
 from deblur.data.images import to_uint8

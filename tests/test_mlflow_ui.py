@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, running
-from test_browser import CHROMIUM, CHROMIUM_ARGS, chromium  # noqa: F401 (a fixture)
-from test_runs import pipeline, scores
+from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.mlflow_runs import pipeline, scores
+from support.servers import free_port, running
 
 from deblur import config
 from deblur.tracking import store
@@ -32,7 +32,7 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_the_experiment_opens_on_one_row_per_pipeline_run(chromium, tracking_store, tmp_path):  # noqa: F811
+def test_the_experiment_opens_on_one_row_per_pipeline_run(chromium, tracking_store, tmp_path):
     exp_id = store.client().get_experiment_by_name(store.EXPERIMENT).experiment_id
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 from PIL import Image
-from tiny_models import random_image, save_tiny
+from support.tiny_models import random_image, save_tiny
 
 from deblur import config
 from deblur.tracking import flavour, registry, runs, store

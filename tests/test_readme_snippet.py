@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tiny_models import save_tiny
+from support.tiny_models import save_tiny
 
 from deblur import config
 from deblur.tracking import flavour, runs, store

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from test_evaluate import make_arrays, tiny
+from support.arrays import make_arrays, tiny
 
 from deblur import config, fsutil
 from deblur.evaluate import protocol, stage, tables
@@ -150,7 +150,7 @@ def test_report_shows_inference_options_apart(report_project):
 
 
 def test_report_scores_the_real_photo_sharpness(report_project, tmp_path):
-    from tiny_models import save_tiny
+    from support.tiny_models import save_tiny
 
     from deblur.data.images import read_rgb, to_uint8
     from deblur.infer import deblur_image
@@ -198,7 +198,7 @@ def test_eval_json_keys_match_what_the_report_reads(report_project):
 
 
 def test_report_experiments_section_charts_every_pipeline_run(report_project, monkeypatch):
-    from test_runs import pipeline, scores
+    from support.mlflow_runs import pipeline, scores
 
     root, models, test, _ = report_project
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")

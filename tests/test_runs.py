@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.mlflow_runs import pipeline, registered, scores
 
 from deblur import config, fsutil, runs, textable
 from deblur.tracking import registry, stages, store
@@ -28,30 +29,6 @@ def tracking_store(tmp_path, monkeypatch) -> Path:
     for var in ("DEBLUR_PIPELINE_RUN", "DVC_STAGE", "DVC_EXP_NAME"):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
-
-
-def scores(gan_psnr: float, ae_psnr: float) -> dict:
-    def model(psnr, ms):
-        return {"psnr": psnr, "ssim": 0.76, "gain_db": psnr - 25.66, "ms_per_mp": ms, "images": 4}
-
-    return {
-        "protocol": "full",
-        "device": "cpu",
-        "gan": model(gan_psnr, 1300.0),
-        "ae": model(ae_psnr, 690.0),
-        "blurry": {"psnr": 25.66, "ssim": 0.75, "images": 4},
-    }
-
-
-def pipeline(params, metrics: dict, tags: dict | None = None) -> str:
-    """What one `dvc repro` logs: both trainings, evaluate, report. Returns evaluate's id."""
-    empty = pd.DataFrame({"model": ["gan"], "psnr": [1.0]})
-    for kind in ("gan", "ae"):
-        with tracked.stage_run(f"train-{kind}", params, sections=("train",)):
-            tracked.log_epoch({"val_psnr": 25.0}, step=1)
-    run_id = stages.log_evaluation(params, empty, empty, metrics, tags or {})
-    stages.log_report(params, [])
-    return run_id
 
 
 def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
@@ -130,17 +107,6 @@ def test_the_dvc_process_names_the_pipeline_run(tmp_path):
     first, second = invoke(), invoke(DVC_EXP_NAME="warm-lark")
     assert first[0] == first[1] != "None" and first[2] == "None"  # by hand: no pipeline run
     assert second[0] == second[1] != first[0] and second[0].startswith("warm-lark|")
-
-
-def registered(kind: str, checkpoint: Path) -> str:
-    """A registry version tagged with the checkpoint's digest, as training registers it."""
-    c = store.client()
-    name = f"deblur-{kind}"
-    if not c.search_registered_models(f"name='{name}'"):
-        c.create_registered_model(name)
-    mv = c.create_model_version(name, source=str(checkpoint.parent))
-    c.set_model_version_tag(name, mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint))
-    return str(mv.version)
 
 
 def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):

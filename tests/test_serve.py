@@ -18,7 +18,7 @@ import requests
 import torch
 import uvicorn
 from PIL import Image
-from tiny_models import random_image, save_tiny
+from support.tiny_models import random_image, save_tiny
 
 from deblur import infer
 from deblur.data.images import to_uint8

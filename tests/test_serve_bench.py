@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tiny_models import save_tiny
+from support.tiny_models import save_tiny
 
 
 def test_bench_serve_prints_one_row_per_level(tmp_path):

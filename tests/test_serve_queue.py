@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from servers import in_thread
-from tiny_models import random_image, save_tiny
+from support.servers import in_thread
+from support.tiny_models import random_image, save_tiny
 from torch import nn
 
 from deblur import infer

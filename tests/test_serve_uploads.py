@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import requests
 from PIL import Image
-from servers import in_thread
-from tiny_models import save_tiny
+from support.servers import in_thread
+from support.tiny_models import save_tiny
 
 from deblur.serve import app as serve_app
 

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, running
-from test_pipeline import BIN, scratch, sh  # noqa: F401 (scratch: a fixture)
+from support.pipeline import BIN, sh
+from support.servers import free_port, running
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_two_point_grid_is_listed_by_deblur_runs(scratch, tmp_path):  # noqa: F811
+def test_a_two_point_grid_is_listed_by_deblur_runs(scratch, tmp_path):
     root, env = scratch
     port = free_port()
     url = f"http://127.0.0.1:{port}"

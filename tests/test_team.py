@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import free_port, running
+from support.servers import free_port, running
 
 BIN = Path(sys.executable).parent
 

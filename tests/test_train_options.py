@@ -180,7 +180,7 @@ def test_training_keeps_the_curve_checkpoints(trained_project, smoke_params):
 
 def test_torchrun_with_one_process_trains_through_ddp(smoke_params, monkeypatch):
     """What `torchrun --nproc_per_node 1` sets up: a process group of one, and DDP."""
-    from servers import free_port
+    from support.servers import free_port
     from torch.nn.parallel import DistributedDataParallel
 
     from deblur.train import distributed
