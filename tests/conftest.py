@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from support.params import TINY
+from support.repo import REPO
 
 from deblur import config
 
@@ -22,9 +23,6 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 def _model_cache(tmp_path_factory: pytest.TempPathFactory):
     """Registry models the tests load are cached in a temporary folder, not ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
-
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from support.repo import REPO
 from support.tiny_models import save_tiny
 
 from deblur import config, infer
@@ -23,7 +23,6 @@ from deblur.bench import output as bench_output
 from deblur.bench.timing import sample_image
 from deblur.data.images import to_float
 
-REPO = Path(__file__).resolve().parents[1]
 KEYS = {"inference", "train", "data", "dvc_noop_s", "peak_gflops"}
 PATHS = {"default", "eager", "channels_last", "tiled", "compile", "bf16", "onnx"}
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
 from PIL import Image
 from support.browser import CHROMIUM, CHROMIUM_ARGS
+from support.repo import REPO
 from support.servers import free_port, running
 from support.tiny_models import save_tiny
 
 from deblur.infer import tile_count
 
-REPO = Path(__file__).resolve().parents[1]
 TILE, OVERLAP = 128, 32  # serve.tile in the demo's params; evaluate.overlap's default
 
 
@@ -53,56 +54,63 @@ def demo(tmp_path):
         yield url
 
 
+@contextmanager
+def demo_page(chromium, url: str) -> Iterator:
+    """The demo page open in headless Chromium, once it has listed the models."""
+    with chromium() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            page.wait_for_selector("input[name=model][value=gan]:checked")
+            yield page
+        finally:
+            browser.close()
+
+
 def test_upload_compare_and_download(chromium, demo, tmp_path):
     photo = tmp_path / "cat.jpg"
     Image.fromarray(blurry_photo()).save(photo, quality=92)
     (notes := tmp_path / "notes.txt").write_text("not a photo")
 
-    with chromium() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(demo)
-            page.wait_for_selector("input[name=model][value=gan]:checked")
-            assert "models/ae.pt" in page.inner_text("#models")
+    with demo_page(chromium, demo) as page:
+        assert "models/ae.pt" in page.inner_text("#models")
 
-            # A wrong file type: the server's 415 message shows on the page.
-            page.set_input_files("#file", str(notes))
-            page.click("#run")
-            page.wait_for_selector("#error:not([hidden])")
-            assert "notes.txt is not an image" in page.inner_text("#error")
+        # A wrong file type: the server's 415 message shows on the page.
+        page.set_input_files("#file", str(notes))
+        page.click("#run")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "notes.txt is not an image" in page.inner_text("#error")
 
-            page.set_input_files("#file", str(photo))
-            page.click("#run")
-            page.wait_for_selector("#download:not([hidden])", timeout=60_000)
-            assert page.is_hidden("#error")
-            size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
-            assert size == [435, 300]
-            assert "models/gan.pt" in page.inner_text("#meta")
-            link = page.eval_on_selector("#download", "a => [a.download, a.href]")
-            assert link[0] == "cat-deblurred.png" and link[1].startswith("blob:")
+        page.set_input_files("#file", str(photo))
+        page.click("#run")
+        page.wait_for_selector("#download:not([hidden])", timeout=60_000)
+        assert page.is_hidden("#error")
+        size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [435, 300]
+        assert "models/gan.pt" in page.inner_text("#meta")
+        link = page.eval_on_selector("#download", "a => [a.download, a.href]")
+        assert link[0] == "cat-deblurred.png" and link[1].startswith("blob:")
 
-            # Dragging the divider moves the clip of the "before" image.
-            box = page.locator("#compare").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
-            position = page.eval_on_selector("#slider", "s => Number(s.value)")
-            assert 25 < position < 35
+        # Dragging the divider moves the clip of the "before" image.
+        box = page.locator("#compare").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.3, box["y"] + box["height"] / 2)
+        position = page.eval_on_selector("#slider", "s => Number(s.value)")
+        assert 25 < position < 35
 
-            with page.expect_download() as download:
-                page.click("#download")
-            saved = tmp_path / "downloaded.png"
-            download.value.save_as(saved)
-            assert Image.open(saved).size == (435, 300)
+        with page.expect_download() as download:
+            page.click("#download")
+        saved = tmp_path / "downloaded.png"
+        download.value.save_as(saved)
+        assert Image.open(saved).size == (435, 300)
 
-            # Another model re-runs the same photo.
-            page.check("input[name=model][value=ae]")
-            page.wait_for_function("document.querySelector('#meta').innerText.includes('ae.pt')")
-            assert "Autoencoder" in page.inner_text("#tag-after")
+        # Another model re-runs the same photo.
+        page.check("input[name=model][value=ae]")
+        page.wait_for_function("document.querySelector('#meta').innerText.includes('ae.pt')")
+        assert "Autoencoder" in page.inner_text("#tag-after")
 
-            shot = tmp_path / "web_demo.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+        shot = tmp_path / "web_demo.png"
+        page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("DEBLUR_SCREENSHOT"):
         target = REPO / "reports" / "figures" / "web_demo.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -129,33 +137,26 @@ def test_a_large_photo_shows_its_progress(chromium, demo, tmp_path):
     total = tile_count(height, width, TILE, OVERLAP)
     assert total > 20
 
-    with chromium() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(demo)
-            page.wait_for_selector("input[name=model][value=gan]:checked")
-            page.set_input_files("#file", str(photo))
-            page.evaluate(RECORD_PROGRESS)
-            page.click("#run")
-            # Mid-way: the bar has moved but not finished.
-            page.wait_for_function(
-                "(() => { const p = document.querySelector('#progress');"
-                " return p.hasAttribute('value') && p.value > 0 && p.value < p.max; })()",
-                timeout=120_000,
-            )
-            shot = tmp_path / "progress.png"
-            page.screenshot(path=str(shot))
-            text = page.inner_text("#progress-text")
-            assert text.startswith("Deblurring · tile ") and text.endswith(f" of {total}")
-            assert page.inner_text("#progress-eta").startswith("about ")
-            page.wait_for_selector("#download:not([hidden])", timeout=180_000)
-            assert page.is_hidden("#busy") and page.is_hidden("#error")
-            seen = page.evaluate("window.seen")
-            size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
-            assert size == [width, height]
-        finally:
-            browser.close()
+    with demo_page(chromium, demo) as page:
+        page.set_input_files("#file", str(photo))
+        page.evaluate(RECORD_PROGRESS)
+        page.click("#run")
+        # Mid-way: the bar has moved but not finished.
+        page.wait_for_function(
+            "(() => { const p = document.querySelector('#progress');"
+            " return p.hasAttribute('value') && p.value > 0 && p.value < p.max; })()",
+            timeout=120_000,
+        )
+        shot = tmp_path / "progress.png"
+        page.screenshot(path=str(shot))
+        text = page.inner_text("#progress-text")
+        assert text.startswith("Deblurring · tile ") and text.endswith(f" of {total}")
+        assert page.inner_text("#progress-eta").startswith("about ")
+        page.wait_for_selector("#download:not([hidden])", timeout=180_000)
+        assert page.is_hidden("#busy") and page.is_hidden("#error")
+        seen = page.evaluate("window.seen")
+        size = page.eval_on_selector("#after", "img => [img.naturalWidth, img.naturalHeight]")
+        assert size == [width, height]
     shown = sorted({int(v) for text, v, top in seen if "tile" in text and top == total})
     # The bar moved through several values on its way, and never past the total.
     assert len([v for v in shown if 0 < v < total]) >= 2, seen

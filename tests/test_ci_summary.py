@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.repo import REPO
 from support.verify_repo import EVAL, git, moved, write
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = REPO / "src"
 BIN = Path(sys.executable).parent
 DVC_YAML = {
     "stages": {

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import yaml
 from support.params import TINY
+from support.repo import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 BIN = Path(sys.executable).parent
 
 

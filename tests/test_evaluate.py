@@ -168,29 +168,56 @@ def test_resize_protocol_is_labelled(arrays):
     assert sorted(baseline.protocol) == ["resize 24", "resize 32"]
 
 
-def test_run_writes_tables_and_logs(tmp_path, monkeypatch, arrays):
-    """The stage: both tables, eval.json, and an evaluate run in a real MLflow tracking store."""
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory, arrays):
+    """The stage run once on tiny checkpoints (one part-way), into a real MLflow tracking
+    store -> (its folder, what run() returned, eval.json, results.csv, per_image.csv)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        for kind in ("gan", "ae"):
+            save_tiny(root / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
+        save_tiny(root / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
+        mp.setattr(stage, "open_arrays", lambda params: arrays)
+        metrics = stage.run(PARAMS, device="cpu")
+    saved = json.loads((root / "metrics" / "eval.json").read_text())
+    results = pd.read_csv(root / "reports" / "results.csv")
+    per_image = pd.read_csv(root / "reports" / "per_image.csv")
+    return root, metrics, saved, results, per_image
+
+
+@pytest.fixture
+def logged_run(evaluated, monkeypatch):
+    """The evaluate run's MLflow client and id, read back from the tracking store."""
     from deblur.tracking import store
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    for kind in ("gan", "ae"):
-        save_tiny(tmp_path / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
-    save_tiny(tmp_path / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
-    monkeypatch.setattr(stage, "open_arrays", lambda params: arrays)
-    metrics = stage.run(PARAMS, device="cpu")
-    saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    logged = store.client().get_run(saved["mlflow_run_id"]).data.metrics
-    assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
-    assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
-    results = pd.read_csv(tmp_path / "reports" / "results.csv")
-    per_image = pd.read_csv(tmp_path / "reports" / "per_image.csv")
+    root, _, saved, _, _ = evaluated
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    return store.client(), saved["mlflow_run_id"]
+
+
+def test_run_writes_both_tables(evaluated, arrays):
+    root, _, saved, results, per_image = evaluated
     assert len(per_image) == 4 * len(arrays[0])
     gan = results.set_index("model").loc["GAN (this project)"]
-    assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
+    assert gan.params == models.count_params(models.load(root / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
-    # The quality curve: the part-way checkpoint scored, the final point is the table's.
-    curve = pd.read_csv(tmp_path / "plots" / "curve.csv").set_index(["model", "percent"])
+
+
+def test_run_logs_the_scores_to_mlflow(evaluated, logged_run):
+    _, metrics, saved, _, _ = evaluated
+    client, run_id = logged_run
+    logged = client.get_run(run_id).data.metrics
+    assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
+    assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
+    assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
+
+
+def test_run_scores_the_part_way_checkpoint_on_the_quality_curve(evaluated, logged_run):
+    """The part-way checkpoint scored like the final one, whose point is the table's."""
+    root, metrics, _, _, _ = evaluated
+    curve = pd.read_csv(root / "plots" / "curve.csv").set_index(["model", "percent"])
     assert sorted(curve.index) == [("ae", 100), ("gan", 50), ("gan", 100)]
     assert curve.loc[("gan", 100), "psnr"] == pytest.approx(metrics["gan"]["psnr"], abs=1e-3)
     assert curve.loc[("gan", 50), "psnr"] != pytest.approx(curve.loc[("gan", 100), "psnr"])
@@ -199,11 +226,15 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, arrays):
         curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
     )
     assert curve.loc[("gan", 50), "step"] == 10
-    history = store.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
+    client, run_id = logged_run
+    history = client.get_metric_history(run_id, "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
 
-    # evaluate.flips (on by default): each model again with the flip self-ensemble, under
-    # "options" only; the results table, per-image rows and per-model keys are as before.
+
+def test_run_scores_flips_as_options_only(evaluated, arrays):
+    """evaluate.flips (on by default): each model again with the flip self-ensemble, under
+    "options" only; the results table, per-image rows and per-model keys are as before."""
+    _, _, saved, results, per_image = evaluated
     assert set(saved["options"]) == {"gan_flips", "ae_flips"}
     assert not results.model.str.contains("flips").any()
     assert set(per_image.model) == {"gan", "ae", "baseline", "blurry"}
@@ -222,7 +253,6 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, arrays):
         assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
         assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
         assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain", "ms_per_mp"}
-    assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
 
 
 def test_flips_option_rows(arrays):

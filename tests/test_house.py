@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.repo import REPO
 
 from deblur import paths
 from deblur.kinds import KINDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 SRC = ROOT / "src"
 PACKAGE = SRC / "deblur"
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())

@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from support.repo import REPO
 
 from deblur import config, models
 from deblur.errors import ConfigError, DeblurError
+from deblur.kinds import KINDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PROFILES = ROOT / "pipeline" / "profiles"
-from deblur.kinds import KINDS  # noqa: E402
+
 
 # Small but complete: every block type is there (several levels, dilations, attention).
 TINY = {

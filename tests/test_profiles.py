@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.repo import REPO
 
 from deblur import config
 from deblur.config import flatten
 from deblur.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 PROFILES = ROOT / "pipeline" / "profiles"
 NAMES = sorted(p.stem for p in PROFILES.glob("*.yaml"))
 

@@ -6,16 +6,16 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from support.repo import REPO
 from support.tiny_models import save_tiny
 
 from deblur import config
 from deblur.tracking import flavour, runs, store
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO / "README.md"
 
 
 def _registry_snippet() -> str:

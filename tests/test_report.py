@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.arrays import make_arrays, tiny
+from support.repo import REPO
 
 from deblur import config, fsutil
 from deblur.evaluate import protocol, stage, tables
 from deblur.report import render
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "pipeline" / "templates"
+TEMPLATES = REPO / "pipeline" / "templates"
 # Whole-image tiles: the report redraws outputs, and tiling is test_infer's business.
 REPORT = config.parse({"evaluate": {"samples": 4}})
 

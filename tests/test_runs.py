@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from support.mlflow_runs import pipeline, registered, scores
+from support.repo import REPO
 
 from deblur import config, fsutil, runs, textable
 from deblur.tracking import registry, stages, store
@@ -142,7 +143,7 @@ def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     text = textable.text(header, body)
     assert len(text.splitlines()) == 4
 
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     cli = subprocess.run(
         [sys.executable, "-m", "deblur", "runs", "--json", "--limit", "2"],
         cwd=tracking_store,

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.repo import REPO
 from support.verify_repo import DATA, EVAL, README, git, moved, write
 
 from deblur import config, verify
@@ -127,7 +128,7 @@ def test_readme_table_parsing():
 
 
 def deblur(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     return subprocess.run(
         [sys.executable, "-m", "deblur", *args], cwd=root, env=env, capture_output=True, text=True
     )

@@ -6,7 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1]
+from support.repo import REPO
+
+TESTS = REPO / "tests"
 
 
 def modules_under(root: Path = TESTS) -> list[Path]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository
+from support.repo import REPO as ROOT
 
 BIN = Path(sys.executable).parent
 
