@@ -169,7 +169,7 @@ def predict(
     """Deblur your own images into OUT as PNGs with the same names (inputs are never touched).
 
     Gray stays gray, 16 bits stay 16 bits, alpha and the ICC profile are kept; what a
-    format cannot keep (CMYK, palette, 16-bit colour PNG) is said per file (README, Formats).
+    format cannot keep (CMYK, palette) is said per file (README, Formats).
     """
     from deblur import config
 
