@@ -231,3 +231,43 @@ def test_the_icc_profile_is_kept(tmp_path, identity):
     Image.fromarray(random_image(24, 32)).save(src := tmp_path / "wide.png", icc_profile=profile)
     (out,) = run([src], tmp_path / "out", identity)
     assert Image.open(out).info.get("icc_profile") == profile
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 KB tmpfs: room for two noisy 200x200 PNGs, not five. Skipped where this
+    process may not mount (not root, or a container without CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_photos_left(
+    tmp_path, identity, small_disk
+):
+    names = [f"shot{i}.png" for i in range(5)]
+    for i, name in enumerate(names):  # noise: each PNG ~120 KB, whatever the encoder
+        Image.fromarray(random_image(200, 200, seed=i)).save(tmp_path / name)
+    out = small_disk / "out"
+    cmd = [sys.executable, "-m", "deblur", "predict", *names, "-o", str(out), "-m", identity]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, done.stderr
+    (line,) = lines
+    kept = sorted(p.name for p in out.iterdir())
+    assert kept and kept == names[: len(kept)]  # earlier outputs kept, whole, no temp files
+    for name in kept:
+        Image.open(out / name).load()
+    failed = names[len(kept)]
+    assert f"cannot write {(out / failed).resolve()} (No space left on device)" in line
+    assert f"not attempted: {', '.join(names[len(kept) + 1 :])}" in line
