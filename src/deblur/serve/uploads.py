@@ -18,11 +18,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deblur.data.images import read_rgb
+from deblur.data.images import MAX_PIXELS, read_rgb
 from deblur.errors import DeblurError
 
 MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 24_000_000
 # Room for the multipart boundaries, part headers and the small text fields.
 FORM_SLACK = 64 * 1024
 MAX_FIELD = 256
