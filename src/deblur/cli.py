@@ -275,10 +275,20 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     params: ParamsOpt = None,
     device: DeviceOpt = "auto",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DEBLUR_SERVE_TOKEN",
+            help="Every API call must carry it (Authorization: Bearer); the printed "
+            "address gives it to the page. Without one, a --host beyond loopback warns.",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """Start the demo web page: upload a photo, compare GAN and autoencoder, download.
 
     Serves each registry champion, or models/<kind>.pt when the registry has none.
+    Limits, hosts, origins and the token: docs/serving.md.
     """
     from deblur import config
 
@@ -286,7 +296,7 @@ def serve(
     p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
     from deblur.serve.app import run
 
-    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
+    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve, token)
 
 
 @app.command()
