@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from deblur import kinds, tracking
+from deblur import kinds
 from deblur.errors import DeblurError
 from deblur.metrics import METRICS
+from deblur.tracking import registry
 
-CHAMPION, CHALLENGER = tracking.CHAMPION, tracking.CHALLENGER
+CHAMPION, CHALLENGER = registry.CHAMPION, registry.CHALLENGER
 
 
 def scores(mv) -> tuple[float, ...] | None:
@@ -42,14 +43,14 @@ def promote(
 ) -> tuple[bool, str]:
     """Give `champion` to the newest version if it beats the holder (else mark it challenger).
 
-    The move is compare-and-set (tracking.move_alias): if another promotion moved
+    The move is compare-and-set (registry.move_alias): if another promotion moved
     @champion after this one read it, this one refuses instead of overwriting a winner it
     never compared against. ``compared`` runs between the comparison and the move (the
     race test widens that window with it). The version taking @champion gives up
     @challenger. Returns (promoted, a human-readable account of the comparison).
     """
     name = kinds.registered_name(kind)
-    newest = next(iter(tracking.versions(kind)), None)
+    newest = next(iter(registry.versions(kind)), None)
     if newest is None:
         raise DeblurError(f"{name} has no registered version; run `deblur train {kind}` first")
     new = scores(newest)
@@ -57,7 +58,7 @@ def promote(
         raise DeblurError(
             f"{name} v{newest.version} has no test scores; run `deblur evaluate` first"
         )
-    holder = tracking.alias_holder(kind, CHAMPION)
+    holder = registry.alias_holder(kind, CHAMPION)
     old = scores(holder)
     line = f"{name} v{newest.version}: {describe(new)}"
     if holder is not None and holder.version == newest.version:
@@ -92,13 +93,13 @@ def _move(kind: str, version: str, expected: str | None, alias: str = CHAMPION) 
     DeblurError when another promotion moved @champion since it was read."""
     name = kinds.registered_name(kind)
     if alias == CHAMPION:
-        rival = tracking.move_alias(kind, CHAMPION, version, expected)
+        rival = registry.move_alias(kind, CHAMPION, version, expected)
     else:
-        holder = tracking.alias_holder(kind, CHAMPION)
+        holder = registry.alias_holder(kind, CHAMPION)
         now = None if holder is None else str(holder.version)
         rival = now if now != (None if expected is None else str(expected)) else None
         if rival is None:
-            tracking.set_alias(kind, CHALLENGER, version)
+            registry.set_alias(kind, CHALLENGER, version)
     if rival is not None and str(rival) != str(version):  # the same version: the rival agreed
         was = f"v{expected}" if expected else "nobody"
         raise DeblurError(
@@ -106,4 +107,4 @@ def _move(kind: str, version: str, expected: str | None, alias: str = CHAMPION) 
             f"compared (another promotion ran); nothing changed, run `deblur promote {kind}` again"
         )
     if alias == CHAMPION:
-        tracking.drop_alias(kind, CHALLENGER, version)
+        registry.drop_alias(kind, CHALLENGER, version)

@@ -1,6 +1,6 @@
 """The MLflow model: a deblur checkpoint behind MLflow's pyfunc interface.
 
-Logged as models-from-code (tracking.log_model hands MLflow this file's path): MLflow runs
+Logged as models-from-code (tracking.flavour.log_model hands MLflow this file's path): MLflow runs
 this file when it loads the model, so nothing is pickled and no CloudPickle warning prints.
 
 Input: a DataFrame with a string column ``image``, each cell an image file (PNG, JPEG,
@@ -33,7 +33,8 @@ from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VA
 from PIL import Image
 
 from deblur import allocator, models
-from deblur.data.images import MAX_PIXELS, png_bytes, read_rgb, to_uint8
+from deblur.data.images import png_bytes, read_rgb, to_uint8
+from deblur.data.photo import MAX_PIXELS
 from deblur.errors import DeblurError
 from deblur.infer import deblur_image
 

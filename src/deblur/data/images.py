@@ -14,10 +14,6 @@ from PIL import Image, ImageOps
 from deblur.errors import DataError
 from deblur.fsutil import atomic_path
 
-# The most pixels an image from a user may have where a server takes it (the demo's
-# uploads, the MLflow model's rows): a 24 MP photo, ~1 GB of float buffers.
-MAX_PIXELS = 24_000_000
-
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Decode an image file to uint8 HxWx3 RGB, upright as its EXIF orientation says.

@@ -22,6 +22,10 @@ from PIL import Image, ImageOps
 
 from deblur.errors import DataError
 
+# The most pixels a user's image may have where a server takes it (the demo's uploads,
+# the MLflow model's rows): a 24 MP photo, ~1 GB of float buffers while it is deblurred.
+MAX_PIXELS = 24_000_000
+
 # Modes that only gain or lose a representation on the way to RGB; each says what it became.
 _CONVERTED = {
     "CMYK": "CMYK is written as RGB (PNG has no CMYK)",

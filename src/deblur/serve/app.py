@@ -50,7 +50,8 @@ from starlette.exceptions import HTTPException
 from deblur import allocator, paths, spec
 from deblur import device as devices
 from deblur.config import ServeConfig
-from deblur.data.images import MAX_PIXELS, to_uint8, write_png
+from deblur.data.images import to_uint8, write_png
+from deblur.data.photo import MAX_PIXELS
 from deblur.errors import DeblurError
 from deblur.infer import OVERLAP, TILE, deblur_image, tile_count
 from deblur.kinds import KINDS, LABELS

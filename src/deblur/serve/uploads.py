@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from deblur.data.images import MAX_PIXELS, read_rgb
+from deblur.data.images import read_rgb
+from deblur.data.photo import MAX_PIXELS
 from deblur.errors import DeblurError
 
 MAX_BYTES = 20 * 1024 * 1024
