@@ -487,6 +487,17 @@ def uvicorn_config(app, **kwargs):
     )
 
 
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The one line `deblur serve` prints when bound beyond loopback with no token."""
+    if is_loopback(host) or token:
+        return None
+    return (
+        f"warning: serving on {host} without a token: anyone who can reach this address "
+        "can upload photos and spend this machine's CPU; pass --token (or set "
+        f"{TOKEN_ENV})"
+    )
+
+
 class Stopped(Exception):
     """SIGTERM or SIGINT, once uvicorn has shut down: unwinds run() so its cleanup runs."""
 
@@ -524,14 +535,8 @@ def run(
     )
     shown = f"[{host}]" if ":" in host else host
     page = f"http://{shown}:{port}" + (f"/#token={token}" if token else "")
-    if not is_loopback(host) and not token:
-        print(
-            f"warning: serving on {host} without a token: anyone who can reach this address "
-            "can upload photos and spend this machine's CPU; pass --token (or set "
-            f"{TOKEN_ENV})",
-            file=sys.stderr,
-            flush=True,
-        )
+    if warning := exposure_warning(host, token):
+        print(warning, file=sys.stderr, flush=True)
     print(
         f"deblur demo on {page}  (one job at a time, {limits.max_waiting} may "
         f"wait up to {limits.timeout_s:g} s; Ctrl-C stops it)",
