@@ -299,13 +299,23 @@ def log_artifacts(paths: list[str | os.PathLike], artifact_path: str | None = No
 def model_signature():
     """Base64 image files in, base64 PNGs out (deblur.pyfunc), one string column each.
 
-    Any image size goes through: a column of strings pins no height or width.
+    Any image size goes through: a column of strings pins no height or width. The params
+    are pyfunc.py's (tiles, and ``errors="rows"`` for `deblur batch`): MLflow drops any
+    param a signature does not declare.
     """
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     column = Schema([ColSpec("string", "image")])
-    return ModelSignature(inputs=column, outputs=column)
+    params = ParamSchema(
+        [
+            # infer.TILE and OVERLAP (tracking imports nothing of inference; a test compares)
+            ParamSpec("tile", "long", 1280),
+            ParamSpec("overlap", "long", 32),
+            ParamSpec("errors", "string", "raise"),
+        ]
+    )
+    return ModelSignature(inputs=column, outputs=column, params=params)
 
 
 def _requirements() -> list[str]:
@@ -331,22 +341,58 @@ def _input_example():
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
+def _model_parts(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    package = Path(__file__).parent  # the deblur package, shipped with the model as code
+    return {
+        "python_model": str(package / "pyfunc.py"),  # models-from-code: nothing pickled
+        "artifacts": {"checkpoint": str(checkpoint)},
+        "code_paths": [str(package)],
+        "signature": model_signature(),
+        "pip_requirements": _requirements(),
+    }
+
+
 def log_model(kind: str, checkpoint: str | os.PathLike):
     """Log the checkpoint as a pyfunc model in the active run and register a new version."""
     import mlflow
 
-    package = Path(__file__).parent  # the deblur package, shipped with the model as code
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(package / "pyfunc.py"),  # models-from-code: nothing pickled
-        artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(package)],
-        signature=model_signature(),
         input_example=_input_example(),
-        pip_requirements=_requirements(),
         registered_model_name=registered_name(kind),
+        **_model_parts(checkpoint),
     )
     return client().get_model_version(registered_name(kind), info.registered_model_version)
+
+
+def save_model(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The same MLflow model as log_model, saved to a local folder outside any run or
+    registry: `deblur batch --model FILE.pt` scores a checkpoint through it."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_model_parts(checkpoint))
+    return Path(path)
+
+
+def resolve_version(uri: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/V`` -> (NAME, the version it names now)."""
+    from mlflow.exceptions import MlflowException
+
+    found = _REGISTERED.match(uri)
+    if found is None:
+        raise DeblurError(f"{uri} is not a models:/NAME@ALIAS or models:/NAME/VERSION URI")
+    setup()
+    try:
+        if found["alias"]:
+            mv = client().get_model_version_by_alias(found["name"], found["alias"])
+        else:
+            mv = client().get_model_version(found["name"], found["version"])
+    except MlflowException as exc:
+        raise DeblurError(
+            f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
+            "train and promote first, or pass a checkpoint path"
+        ) from None
+    return found["name"], str(mv.version)
 
 
 # --------------------------------------------------------------------------- registry
