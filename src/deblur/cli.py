@@ -270,6 +270,77 @@ def bench(
 
 
 @app.command()
+def batch(
+    inputs: Annotated[
+        list[str], typer.Argument(metavar="PATH", help="Image files, folders or quoted globs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and manifest.csv.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="models:/NAME@ALIAS or models:/NAME/VERSION, runs:/..., gan, ae or a .pt "
+            "file. Default: the GAN champion from the registry if there is one, else "
+            "models/gan.pt.",
+        ),
+    ] = None,
+    master: Annotated[
+        str,
+        typer.Option(
+            help="local[N], local[*], spark://HOST:PORT, yarn, k8s://...: any Spark master."
+        ),
+    ] = "local[*]",
+    conf: Annotated[
+        list[str] | None,
+        typer.Option(help="A Spark setting KEY=VALUE (repeatable), e.g. spark.executor.memory=8g."),
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option(min=32, help="Tile side; default params evaluate.tile.")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=0, help="Tile overlap; default params evaluate.overlap.")
+    ] = None,
+    params: ParamsOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo results already in OUT (default: skip).")
+    ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive", "-r", help="Search subfolders too; OUT mirrors the input tree."
+        ),
+    ] = False,
+) -> None:
+    """Deblur a whole photo archive on Apache Spark: the same PNGs as predict, one per input.
+
+    The model is resolved once (an alias moving mid-job changes nothing) and scored through
+    mlflow.pyfunc.spark_udf. OUT/manifest.csv has a row per input (written, skipped,
+    failed); a bad file is a row, never a failed job; a rerun skips what is written.
+    docs/batch.md: clusters, memory, the benchmark.
+    """
+    from deblur import config
+
+    p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    from deblur import spec
+    from deblur.batch.job import run
+    from deblur.batch.session import parse_conf
+
+    ev = p.evaluate
+    run(
+        inputs,
+        out,
+        model or spec.default("gan"),
+        master=master,
+        recursive=recursive,
+        overwrite=overwrite,
+        tile=tile or ev.tile,
+        overlap=ev.overlap if overlap is None else overlap,
+        conf=parse_conf(conf or []),
+    )
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
