@@ -292,3 +292,37 @@ def test_a_killed_executor_still_ends_with_every_frame_once(registry, standalone
         [f.name for f in files] + [manifest.NAME]
     )  # every frame once, no temporary file left
     same_files(out, predicted(files[0].parent, tmp_path / "predicted", "models:/deblur-gan/1"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (needs root, as in CI's container); unmounted afterwards."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(registry, small_disk, tmp_path):
+    files = frames(tmp_path / "frames", 12, 120, 160)  # ~55 KB each: 4 fit in 256 KiB
+    out = small_disk / "out"
+    done = run_batch([files[0].parent], out, "--master", "local[2]")
+    assert done.returncode != 0
+    quiet(done.stderr)
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: no space left on device writing {out.resolve()}/f"), last
+    assert "photos not attempted" in last and "rerun the same command" in last
+    kept = sorted(out.glob("f*.png"))
+    assert 0 < len(kept) < len(files)
+    for path in kept:  # whole files, each one predict's
+        with Image.open(path) as img:
+            img.load()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -370,6 +370,7 @@ def save_model(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
     registry: `deblur batch --model FILE.pt` scores a checkpoint through it."""
     import mlflow
 
+    quiet_mlflow()  # "no input example": the signature is declared, by hand
     mlflow.pyfunc.save_model(path=str(path), **_model_parts(checkpoint))
     return Path(path)
 

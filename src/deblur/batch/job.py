@@ -173,7 +173,11 @@ def run(
         for p in todo.found.ignored
     ]
     out.mkdir(parents=True, exist_ok=True)
-    path = manifest.write(out, rows)
+    try:
+        path = manifest.write(out, rows)
+    except OSError as exc:  # a full disk: the photos' own error below says more
+        manifest.check(rows, out)
+        raise DeblurError(f"cannot write {out / manifest.NAME} ({exc.strerror})") from None
     if todo.found.unsearched:
         names = ", ".join(p.name for p in todo.found.unsearched[:5])
         print(f"subfolders not searched (pass --recursive): {names}", file=sys.stderr)
