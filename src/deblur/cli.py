@@ -245,12 +245,27 @@ def bench(
     sizes: Annotated[
         str, typer.Option(help="With --serve: photo sizes, from 720p and 20mp.")
     ] = "720p,20mp",
+    batch_paths: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Instead: 720p frames through predict, batch on local[2] and batch on a "
+            "standalone master + worker; frames/s, MP/s, start-up; a 20 MP photo's memory.",
+        ),
+    ] = False,
+    frames: Annotated[int, typer.Option(min=3, help="With --batch: frames per path.")] = 16,
 ) -> None:
     """Measure inference per path, training, data loading and a no-op `dvc repro`.
 
     Each number is a median after a warm-up; all of them also go to reports/bench.csv.
     With --serve: the demo server's throughput, latency, 503s and RSS under load instead.
+    With --batch: predict against batch on Spark (docs/batch.md) instead.
     """
+    if batch_paths:
+        from deblur.bench import batch as spark
+
+        spark.run(_params(params), frames=frames, quick=quick, as_json=as_json)
+        return
     if serve_load:
         from deblur.bench import serve as load
 
