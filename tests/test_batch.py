@@ -25,7 +25,10 @@ from deblur.batch import manifest
 from deblur.errors import DeblurError
 from deblur.predict import predict
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime")
+# No Java: skipped here, but under CI=true the test runs and fails (`make setup` installs it).
+pytestmark = pytest.mark.skipif(
+    shutil.which("java") is None and os.environ.get("CI") != "true", reason="no Java runtime"
+)
 JOB_TIMEOUT = 300
 
 
