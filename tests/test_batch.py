@@ -20,10 +20,11 @@ import pytest
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import config, tracking
+from deblur import config
 from deblur.batch import manifest
 from deblur.errors import DeblurError
 from deblur.predict import predict
+from deblur.tracking import flavour, registry, runs, store
 
 # No Java: skipped here, but under CI=true the test runs and fails (`make setup` installs it).
 pytestmark = pytest.mark.skipif(
@@ -33,7 +34,7 @@ JOB_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def registered_store(tmp_path_factory):
     """deblur-gan v1 @champion and a different v2 in a fresh SQLite store."""
     root = tmp_path_factory.mktemp("batch-registry")
     with pytest.MonkeyPatch.context() as mp:
@@ -41,17 +42,17 @@ def store(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         for seed in (0, 1):
             save_tiny(ckpt := root / "models" / f"gan{seed}.pt", "gan", seed=seed)
-            with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-                mv = tracking.register_trained("gan", ckpt)
+            with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+                mv = flavour.register_trained("gan", ckpt)
             if seed == 0:
-                tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
+                store.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     return root
 
 
 @pytest.fixture
-def registry(store, tmp_path, monkeypatch):
+def champion_project(registered_store, tmp_path, monkeypatch):
     root = tmp_path / "project"
-    shutil.copytree(store, root)
+    shutil.copytree(registered_store, root)
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -151,7 +152,9 @@ def rows_by_input(path: Path, root: Path) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_local_batch_mirrors_the_tree_with_predicts_pixels_and_a_manifest(registry, tmp_path):
+def test_local_batch_mirrors_the_tree_with_predicts_pixels_and_a_manifest(
+    champion_project, tmp_path
+):
     expected = mixed_folder(photos := tmp_path / "photos")
     out = tmp_path / "out"
     done = run_batch([photos], out, "--master", "local[2]", "-r")
@@ -197,7 +200,7 @@ def test_local_batch_mirrors_the_tree_with_predicts_pixels_and_a_manifest(regist
 
 
 @pytest.mark.slow
-def test_the_alias_moved_mid_job_leaves_the_version_unchanged(registry, tmp_path):
+def test_the_alias_moved_mid_job_leaves_the_version_unchanged(champion_project, tmp_path):
     files = frames(tmp_path / "frames", 16)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -209,12 +212,12 @@ def test_the_alias_moved_mid_job_leaves_the_version_unchanged(registry, tmp_path
     try:
         first = proc.stderr.readline()  # printed once the alias is resolved
         assert first.startswith("model: deblur-gan v1"), first
-        tracking.client().set_registered_model_alias("deblur-gan", "champion", "2")
+        store.client().set_registered_model_alias("deblur-gan", "champion", "2")
         rest = proc.stderr.read()
         assert proc.wait(JOB_TIMEOUT) == 0, rest
     finally:
         proc.kill()
-    assert tracking.resolve_version("models:/deblur-gan@champion") == ("deblur-gan", "2")
+    assert registry.resolve_version("models:/deblur-gan@champion") == ("deblur-gan", "2")
     rows = manifest.read(out / manifest.NAME)
     assert len(rows) == 16 and {r["model_version"] for r in rows} == {"1"}
     same_files(out, predicted(files[0].parent, tmp_path / "v1", "models:/deblur-gan/1"))
@@ -235,7 +238,7 @@ def standalone(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_standalone_cluster_gives_the_same_outputs(registry, standalone, tmp_path):
+def test_a_standalone_cluster_gives_the_same_outputs(champion_project, standalone, tmp_path):
     mixed_folder(photos := tmp_path / "photos")
     out = tmp_path / "out"
     done = run_batch([photos], out, "--master", standalone.url, "-r")
@@ -263,7 +266,7 @@ def _executors(worker_pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_killed_executor_still_ends_with_every_frame_once(registry, standalone, tmp_path):
+def test_a_killed_executor_still_ends_with_every_frame_once(champion_project, standalone, tmp_path):
     files = frames(tmp_path / "frames", 24, 360, 640)
     out = tmp_path / "out"
     proc = subprocess.Popen(
@@ -314,7 +317,7 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_is_one_line_and_keeps_what_was_written(registry, small_disk, tmp_path):
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(champion_project, small_disk, tmp_path):
     files = frames(tmp_path / "frames", 12, 120, 160)  # ~55 KB each: 4 fit in 256 KiB
     out = small_disk / "out"
     done = run_batch([files[0].parent], out, "--master", "local[2]")

@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import infer, tracking
+from deblur import infer
 from deblur.batch import plan, session
 from deblur.batch.write import local_path, write_results
+from deblur.tracking import flavour
 
 
 def b64_png(image: np.ndarray) -> str:
@@ -23,7 +24,7 @@ def b64_png(image: np.ndarray) -> str:
 
 
 def test_the_signature_declares_the_tiling_the_pipeline_uses():
-    params = {p.name: p.default for p in tracking.model_signature().params.params}
+    params = {p.name: p.default for p in flavour.model_signature().params.params}
     assert params == {"tile": infer.TILE, "overlap": infer.OVERLAP, "errors": "raise"}
 
 
@@ -33,7 +34,7 @@ def loaded(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("saved")
     save_tiny(ckpt := root / "gan.pt", "gan")
-    return mlflow.pyfunc.load_model(str(tracking.save_model(ckpt, root / "model")))
+    return mlflow.pyfunc.load_model(str(flavour.save_model(ckpt, root / "model")))
 
 
 def test_rows_mode_turns_a_bad_row_into_an_error_and_scores_the_rest(loaded):

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deblur import tracking
 from deblur.batch import manifest
 from deblur.batch import model as models
 from deblur.batch import plan as plans
@@ -28,6 +27,7 @@ from deblur.batch import session as sessions
 from deblur.batch.write import SCHEMA, SKIPPED, write_results
 from deblur.errors import DeblurError
 from deblur.infer import OVERLAP, TILE
+from deblur.tracking import store
 
 RESULT = "image string, error string, ms double"
 _GLOB = str.maketrans({c: f"\\{c}" for c in "\\*?[]{}"})
@@ -139,7 +139,7 @@ def run(
     )
     rows: list[dict] = []
     if todo.todo:
-        spark, log = sessions.start(master, tracking.tracking_uri(), conf)
+        spark, log = sessions.start(master, store.tracking_uri(), conf)
         try:
             rows = score(spark, resolved, todo.todo, tile, overlap, progress)
         except DeblurError:

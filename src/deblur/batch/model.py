@@ -11,9 +11,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from deblur import fsutil, tracking
+from deblur import fsutil
 from deblur import spec as specs
 from deblur.errors import DeblurError
+from deblur.tracking import flavour, registry, store
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,12 @@ class Resolved:
 def resolve(spec: str) -> Resolved:
     """A --model spec -> the one MLflow model the whole job scores."""
     if spec.startswith("models:/"):
-        name, version = tracking.resolve_version(spec)
+        name, version = registry.resolve_version(spec)
         uri = f"models:/{name}/{version}"
         label = f"{name} v{version}" + (f" ({spec})" if spec != uri else "")
         return _checked(Resolved(uri, version, label), spec)
     if spec.startswith("runs:/"):
-        tracking.setup()
+        store.setup()
         return _checked(Resolved(spec, spec.split("/")[1], spec), spec)
     path = specs.resolve(spec)
     if path.suffix == ".onnx":
@@ -39,8 +40,8 @@ def resolve(spec: str) -> Resolved:
             f"{path}: batch scores MLflow models; pass the .pt checkpoint or a models:/ URI"
         )
     folder = Path(tempfile.mkdtemp(prefix="deblur-batch-model-")) / "model"
-    tracking.quiet_mlflow()
-    tracking.save_model(path, folder)
+    store.quiet_mlflow()
+    flavour.save_model(path, folder)
     digest = fsutil.sha256(path)[:12]
     return Resolved(str(folder), f"sha256:{digest}", f"{path} (sha256 {digest}, logged now)")
 

@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from deblur import fsutil, models, paths, tracking
+from deblur import fsutil, models, paths
 from deblur.errors import DeblurError
+from deblur.tracking import flavour, runs, store
 from deblur.train import checkpoint, distributed
 from deblur.train import data as train_data
 from deblur.train.loop import Trainer
@@ -61,7 +62,7 @@ def run(
 
 def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict[str, Any]:
     if world.main:
-        tracking.setup()  # an unreachable server should fail now, not after the data loads
+        store.setup()  # an unreachable server should fail now, not after the data loads
     trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
     if resume:
         trainer.restore(checkpoint.load_state(kind))
@@ -70,13 +71,13 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
     if world.main:
         paths.curve_dir(kind).mkdir(parents=True, exist_ok=True)  # a DVC out, even if empty
     if world.main:
-        with tracking.stage_run(
+        with runs.stage_run(
             f"train-{kind}", params, logged=logged_params(kind, params)
         ) as mlflow_run:
             summary = _epochs(trainer, stop_after, mlflow_run.info.run_id)
-            tracking.log_artifacts([paths.train_plot(kind)])
+            runs.log_artifacts([paths.train_plot(kind)])
             if summary["complete"]:
-                mv = tracking.register_trained(kind, paths.checkpoint(kind))
+                mv = flavour.register_trained(kind, paths.checkpoint(kind))
                 summary["registered_version"] = int(mv.version)
             fsutil.write_json(paths.train_metrics(kind), summary)
     else:
@@ -86,7 +87,7 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
 
 
 def _log_steps(step: int, loss: float) -> None:
-    tracking.log_epoch({"step_loss": loss}, step=step)
+    runs.log_epoch({"step_loss": loss}, step=step)
 
 
 def curve_epochs(cfg) -> dict[int, int]:
@@ -114,8 +115,8 @@ def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dic
     cfg, world, state = trainer.cfg, trainer.world, trainer.state
     baseline = trainer.blurry_baseline() if world.main else {}
     if world.main:
-        tracking.log_epoch(baseline, step=0)
-        tracking.log_params({"model.params": models.count_params(trainer.model)})
+        runs.log_epoch(baseline, step=0)
+        runs.log_params({"model.params": models.count_params(trainer.model)})
     ran = 0
     while state.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
         try:
@@ -134,7 +135,7 @@ def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dic
             row = {"epoch": state.epoch, "step": state.step, **row}
             state.history.append(row)
             _save(trainer)
-            tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+            runs.log_epoch({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
             tqdm.write(
                 f"{trainer.kind} epoch {state.epoch}: loss {row['train_loss']:.4f}  "
                 f"val PSNR {row['val_psnr']:.2f} dB (blurry {baseline['val_psnr_blurry']:.2f})  "
