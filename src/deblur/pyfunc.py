@@ -5,21 +5,31 @@ this file when it loads the model, so nothing is pickled and no CloudPickle warn
 
 Input: a DataFrame with a string column ``image``, each cell an image file (PNG, JPEG,
 WebP, BMP or TIFF) in base64 (line breaks and spaces allowed: `base64` and Spark's
-`base64()` wrap at 76); output: the same column holding each result as a base64 PNG.
+`base64()` wrap at 76); output: the same column holding each result as a base64 PNG,
+the file's format kept as `deblur predict` keeps it (deblur.data.photo: gray, 16 bits,
+alpha, ICC), so a result is the very file predict writes.
 Over REST, ``{"dataframe_records": [{"image": "<base64>"}]}`` -> ``{"predictions":
 [{"image": "<base64 PNG>"}]}``. A 1280x720 frame is ~2 MB that way against ~30 MB as JSON
 floats, which is why the tensor form (N x 3 x H x W floats) was dropped: a model has one
 signature, and MLflow enforces it. Inference goes through infer.deblur_image, the path
 `deblur predict` and the tables use.
 
-Limits (docs/serving.md): a request holds at most ``MAX_ROWS`` rows and ``MAX_PIXELS``
-in all, checked from the headers before anything is decoded (413 over REST). Under
-`mlflow models serve` the work stops at the next tile once the server's request timeout
-(MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) has passed: the client has had its 504 by then.
+Params (declared in the signature, so MLflow passes them): ``tile`` and ``overlap`` as
+predict's options; ``errors``: ``raise`` (the default: a bad row fails the request, a 400
+over REST) or ``rows``, for `deblur batch`: a bad row gets an empty ``image`` and its
+reason in an ``error`` column, beside ``ms`` per row, and the other rows are still scored.
+A Spark job must not die of one corrupt file after retrying it four times.
+
+Limits under `mlflow models serve` (docs/serving.md): a request holds at most
+``MAX_ROWS`` rows and ``MAX_PIXELS`` in all, checked from the headers before anything is
+decoded (413); an image over ``MAX_PIXELS`` is a 413 anywhere. Once the scoring server's
+request timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT) has passed, the work stops at the
+next tile: the client has had its 504 by then.
 """
 
 import base64
 import binascii
+import io
 import os
 import tempfile
 import time
@@ -33,10 +43,10 @@ from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VA
 from PIL import Image
 
 from deblur import allocator, models
-from deblur.data.images import png_bytes, read_rgb, to_uint8
-from deblur.data.photo import MAX_PIXELS
+from deblur.data.images import png_bytes
+from deblur.data.photo import MAX_PIXELS, Photo, read_photo
 from deblur.errors import DeblurError
-from deblur.infer import deblur_image
+from deblur.infer import OVERLAP, TILE, deblur_image
 
 COLUMN = "image"
 # Rows per request. With MAX_PIXELS in all, a full request is one 24 MP photo's work
@@ -52,7 +62,7 @@ def _bad(message: str):
 
 
 class TooLarge(MlflowException):
-    """A request over the caps: 413 over REST (MLflow has no error code for it)."""
+    """A request or an image over the caps: 413 over REST (MLflow has no code for it)."""
 
     def __init__(self, message: str):
         super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
@@ -61,8 +71,11 @@ class TooLarge(MlflowException):
         return 413
 
 
-class TimedOut(Exception):
-    """Raised between tiles once the request's time is up."""
+class TimedOut(MlflowException):
+    """The request's time is up: raised between tiles, and never turned into a row error."""
+
+    def __init__(self, message: str):
+        super().__init__(message, error_code=DEADLINE_EXCEEDED)
 
 
 def _bytes(text, row: int) -> bytes:
@@ -73,22 +86,47 @@ def _bytes(text, row: int) -> bytes:
         raise _bad(f"row {row}: `{COLUMN}` is not base64; send base64 of the file") from None
 
 
-def _size(path: Path, row: int) -> tuple[int, int]:
+def _size(data: bytes, row: int) -> tuple[int, int]:
+    """(width, height) from the file's header; 413 over MAX_PIXELS."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:  # the header only
-                return img.size
+            with Image.open(io.BytesIO(data)) as img:  # the header only
+                w, h = img.size
     except Exception:  # PIL raises many kinds for a file that is not an image
         raise _bad(f"row {row}: `{COLUMN}` is not an image file (or is too large)") from None
+    if w * h > MAX_PIXELS:
+        raise TooLarge(f"row {row}: {w}x{h} is over {MAX_PIXELS / 1e6:.0f} MP; downscale it")
+    return w, h
 
 
-def _decode(path: Path, row: int):
-    """One image file -> uint8 HxWx3 RGB, upright, through the project's reader."""
-    try:
-        return read_rgb(path)
-    except DeblurError as exc:
-        raise _bad(f"row {row}: {str(exc).replace(str(path), 'the image')}") from None
+def decode(text: str, row: int) -> Photo:
+    """One base64 image file -> the Photo predict would read from it (deblur.data.photo)."""
+    data = _bytes(text, row)
+    _size(data, row)
+    with tempfile.TemporaryDirectory(prefix="deblur-pyfunc-") as tmp:
+        path = Path(tmp) / "image"
+        path.write_bytes(data)
+        try:
+            return read_photo(path)
+        except DeblurError as exc:
+            reason = str(exc).replace(f"image {path}", "the image").replace(str(path), "it")
+            raise _bad(f"row {row}: {reason}") from None
+
+
+def check_request(texts) -> None:
+    """The caps of a served request, from the headers alone: 413 beyond them."""
+    if len(texts) > MAX_ROWS:
+        raise TooLarge(f"{len(texts)} rows in one request; at most {MAX_ROWS}: split it")
+    total = 0
+    for row, text in enumerate(texts):
+        w, h = _size(_bytes(text, row), row)
+        total += w * h
+    if total > MAX_PIXELS:
+        raise TooLarge(
+            f"{total / 1e6:.1f} MP in one request; at most {MAX_PIXELS / 1e6:.0f} MP in all: "
+            "send fewer or smaller images per request"
+        )
 
 
 def _deadline() -> float | None:
@@ -101,15 +139,20 @@ def _deadline() -> float | None:
         return None
 
 
-def check_rows(count: int) -> None:
-    if count > MAX_ROWS:
-        raise TooLarge(f"{count} rows in one request; at most {MAX_ROWS}: split it")
-
-
 class DeblurModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         allocator.tune()  # `mlflow models serve` runs this process, not deblur's CLI
         self.model = models.load(context.artifacts["checkpoint"])
+
+    def _one(self, text: str, row: int, tile: int, overlap: int, deadline=None) -> str:
+        def on_tile(done: int, total: int) -> None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimedOut(f"the request timed out ({TIMEOUT}); stopped at row {row}")
+
+        on_tile(0, 0)
+        photo = decode(text, row)
+        sharp = deblur_image(self.model, photo.rgb, tile=tile, overlap=overlap, on_tile=on_tile)
+        return base64.b64encode(png_bytes(photo.result(sharp), photo.icc)).decode("ascii")
 
     # pd.DataFrame hints: MLflow 3 checks them and infers nothing (the signature is explicit).
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
@@ -117,43 +160,29 @@ class DeblurModel(mlflow.pyfunc.PythonModel):
         frame = pd.DataFrame(model_input)
         if COLUMN not in frame.columns:
             raise _bad(f"expected a string column `{COLUMN}` of base64 image files")
-        check_rows(len(frame))
-        with tempfile.TemporaryDirectory(prefix="deblur-pyfunc-") as tmp:
-            files, total = [], 0
-            for row, text in enumerate(frame[COLUMN]):  # every header before any decoding
-                (path := Path(tmp) / f"{row}").write_bytes(_bytes(text, row))
-                w, h = _size(path, row)
-                if w * h > MAX_PIXELS:
-                    raise TooLarge(
-                        f"row {row}: {w}x{h} is over {MAX_PIXELS / 1e6:.0f} MP; downscale it"
-                    )
-                total += w * h
-                files.append(path)
-            if total > MAX_PIXELS:
-                raise TooLarge(
-                    f"{total / 1e6:.1f} MP in one request; at most {MAX_PIXELS / 1e6:.0f} MP "
-                    "in all: send fewer or smaller images per request"
-                )
-            return pd.DataFrame({COLUMN: self._run(files, deadline)})
-
-    def _run(self, files: list[Path], deadline: float | None) -> list[str]:
-        def on_tile(done: int, total: int) -> None:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimedOut
-
-        out = []
-        for row, path in enumerate(files):
+        if deadline is not None:  # served over REST: the request's caps
+            check_request(list(frame[COLUMN]))
+        params = params or {}
+        tile, overlap = int(params.get("tile", TILE)), int(params.get("overlap", OVERLAP))
+        if params.get("errors", "raise") != "rows":
+            texts = enumerate(frame[COLUMN])
+            return pd.DataFrame(
+                {COLUMN: [self._one(t, r, tile, overlap, deadline) for r, t in texts]}
+            )
+        out, errors, ms = [], [], []
+        for row, text in enumerate(frame[COLUMN]):
+            start = time.perf_counter()
             try:
-                on_tile(0, 0)
-                sharp = deblur_image(self.model, _decode(path, row), on_tile=on_tile)
+                out.append(self._one(text, row, tile, overlap, deadline))
+                errors.append("")
             except TimedOut:
-                raise MlflowException(
-                    f"the request timed out ({TIMEOUT}); stopped at row {row} of {len(files)}",
-                    error_code=DEADLINE_EXCEEDED,
-                ) from None
-            path.unlink()
-            out.append(base64.b64encode(png_bytes(to_uint8(sharp))).decode("ascii"))
-        return out
+                raise
+            except (MlflowException, DeblurError) as exc:
+                out.append("")
+                message = exc.message if isinstance(exc, MlflowException) else str(exc)
+                errors.append(message.removeprefix(f"row {row}: "))
+            ms.append((time.perf_counter() - start) * 1e3)
+        return pd.DataFrame({COLUMN: out, "error": errors, "ms": ms})
 
 
 mlflow.models.set_model(DeblurModel())
