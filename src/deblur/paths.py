@@ -1,7 +1,8 @@
 """Every file the pipeline's stages write, named once; relative to the project root (DVC's cwd).
 
-dvc.yaml declares the same paths as outs, metrics and plots; tests/test_dag.py checks that
-the two agree, so a path is renamed here and in dvc.yaml, nowhere else.
+dvc.yaml declares the same paths as outs, metrics and plots;
+tests/architecture/test_package_shape.py checks that the two agree, so a path is renamed
+here and in dvc.yaml, nowhere else.
 """
 
 from pathlib import Path

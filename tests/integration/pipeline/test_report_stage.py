@@ -17,7 +17,7 @@ from deblur.evaluate import protocol, stage, tables
 from deblur.report import render
 
 TEMPLATES = REPO / "pipeline" / "templates"
-# Whole-image tiles: the report redraws outputs, and tiling is test_infer's business.
+# Whole-image tiles: the report redraws outputs, and tiling is test_tiled_inference's business.
 REPORT = config.parse({"evaluate": {"samples": 4}})
 
 
