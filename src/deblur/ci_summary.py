@@ -44,6 +44,7 @@ def _command(args: list[str]) -> str:
 
 def results_section() -> str:
     metrics = json.loads(paths.EVAL_JSON.read_text()) if paths.EVAL_JSON.is_file() else {}
+    metrics = verify.with_timings(metrics, verify.timings(None))  # ms / MP: run-info, not eval.json
     rows = [
         "| model | PSNR (dB) | SSIM | gain (dB) | ms / MP |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -69,10 +70,16 @@ def results_section() -> str:
 
 def verify_section(params, rev: str, regression_only: bool) -> str:
     try:
-        rows = verify.verify(params, rev, Path("README.md"), regression_only=regression_only)
+        rows = verify.verify(
+            params.verify,
+            rev,
+            Path("README.md"),
+            regression_only=regression_only,
+            docs=verify.docs_pages(),
+        )
     except DeblurError as exc:
         return f"**verify: {exc}**"
-    failed = verify.failure(rows, rev, params)
+    failed = verify.failure(rows, rev, params.verify)
     verdict = f"**verify failed:** {failed}" if failed else f"verify: every figure matches `{rev}`"
     gate = " (merge gate: only a drop fails)" if regression_only else ""
     table = verify.markdown_table(rows, rev)

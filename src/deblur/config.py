@@ -298,8 +298,13 @@ class Params(Strict):
     def section_hash(self, *keys: str) -> str:
         """A short, stable hash of the named sections, to tag runs with what produced them."""
         dump = self.model_dump(mode="json", by_alias=True)
-        blob = json.dumps({k: dump[k] for k in keys} if keys else dump, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return params_hash({k: dump[k] for k in keys} if keys else dump)
+
+
+def params_hash(tree: dict[str, Any]) -> str:
+    """A short, stable hash of a params mapping (JSON types), to tag a run with its inputs."""
+    blob = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import warnings
@@ -28,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from deblur import fsutil, paths
-from deblur.config import flatten
+from deblur import fsutil
+from deblur.config import flatten, params_hash
 from deblur.errors import DeblurError
 from deblur.kinds import registered_name
 
@@ -231,26 +230,21 @@ def parent_of(run) -> str | None:
 
 
 @contextmanager
-def stage_run(
-    stage: str, params, sections: tuple[str, ...] = (), logged: dict | None = None
-) -> Iterator[Any]:
+def stage_run(stage: str, logged: dict[str, Any]) -> Iterator[Any]:
     """An MLflow run named after the DVC stage, tagged with commit, stage and params hash.
 
     Inside a `dvc repro` or `dvc exp run` it nests under that invocation's pipeline run
-    (pipeline_parent), which ends FINISHED or FAILED with it. Logs ``logged`` if given,
-    else the params of ``sections`` (all when empty). The run ends FAILED if the body
-    raises, so a crashed training is visible as such in the UI.
+    (pipeline_parent), which ends FINISHED or FAILED with it. Logs ``logged``, the stage's
+    params as a nested mapping of JSON types (a stage's own sections). The run ends FAILED
+    if the body raises, so a crashed training is visible as such in the UI.
     """
     import mlflow
 
     setup()
-    if logged is None:
-        dump = params.model_dump(mode="json", by_alias=True)
-        logged = {k: dump[k] for k in sections} if sections else dump
     tags = {
         "dvc.stage": os.environ.get("DVC_STAGE", stage),
         "git.commit": git_commit(),
-        "params.hash": params.section_hash(*sections),
+        "params.hash": params_hash(logged),
         "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
         ROLE_TAG: "stage",
     }
@@ -261,9 +255,7 @@ def stage_run(
     status = "FAILED"
     try:
         with mlflow.start_run(run_name=stage, tags=tags) as run:
-            items = list(flatten(logged).items())
-            for i in range(0, len(items), 100):  # MLflow caps one log_params batch at 100
-                log_params(dict(items[i : i + 100]))
+            log_params(flatten(logged))
             yield run
         status = "FINISHED"
     finally:
@@ -271,10 +263,15 @@ def stage_run(
             client().set_terminated(parent, status)
 
 
-def log_params(values: dict[str, Any]) -> None:
+def log_params(values: dict[str, Any], run_id: str | None = None) -> None:
+    """Flat params to ``run_id`` (default: the active run), lists as JSON."""
     import mlflow
+    from mlflow.entities import Param
 
-    mlflow.log_params({k: json.dumps(v) if isinstance(v, list) else v for k, v in values.items()})
+    run_id = run_id or mlflow.active_run().info.run_id
+    items = [Param(k, json.dumps(v) if isinstance(v, list) else str(v)) for k, v in values.items()]
+    for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
+        client().log_batch(run_id, params=items[i : i + 100])
 
 
 def log_epoch(metrics: dict[str, float], step: int) -> None:
@@ -499,82 +496,3 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
         registered_name(kind), mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint)
     )
     return mv
-
-
-def log_evaluation(
-    params,
-    results,
-    per_image,
-    metrics: dict[str, Any],
-    version_tags: dict[str, dict],
-    curve=None,
-) -> str:
-    """The `evaluate` run: scores, both tables, and ``version_tags[kind]`` (the test scores)
-    tagged on the registered version built from each scored models/<kind>.pt. The quality
-    curve (evaluate/curve.py) becomes metric histories over training steps, e.g.
-    ``curve.gan.psnr_gain``, which MLflow's charts draw against the step.
-
-    The pipeline run it belongs to (else the evaluate run itself) gets the row the MLflow
-    compare view and `deblur runs` show: every param, the test metrics, the git commit, the
-    DVC experiment name and the registry version of each scored model.
-    """
-    import mlflow
-
-    with stage_run("evaluate", params) as run:
-        scores = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
-        mlflow.log_metrics(scores)
-        mlflow.log_table(data=results, artifact_file="results.json")
-        mlflow.log_table(data=per_image, artifact_file="per_image.json")
-        if curve is not None:
-            _log_curve(curve)
-        scored: dict[str, str] = {}
-        for kind, tags in version_tags.items():
-            ckpt = paths.checkpoint(kind)
-            mv = version_of_checkpoint(kind, ckpt) if ckpt.exists() else None
-            if mv is not None:
-                tag_version(kind, mv.version, tags)
-                client().set_model_version_tag(
-                    registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
-                )
-                scored[kind] = str(mv.version)
-        _log_results(parent_of(run) or run.info.run_id, params, scores, scored, run)
-        return run.info.run_id
-
-
-def _log_curve(curve) -> None:
-    import mlflow
-
-    values = [c for c in curve.columns if c not in ("model", "percent", "step", "seconds")]
-    for row in curve.dropna(subset=["step"]).itertuples(index=False):
-        for name in values:
-            mlflow.log_metric(f"curve.{row.model}.{name}", getattr(row, name), step=int(row.step))
-
-
-def _log_results(target: str, params, scores: dict[str, float], scored: dict, run) -> None:
-    from mlflow.entities import Metric, Param, RunTag
-
-    c = client()
-    now = int(time.time() * 1000)
-    tags = {
-        RESULTS_TAG: "true",
-        "git.commit": run.data.tags.get("git.commit", ""),
-        "dvc.exp": run.data.tags.get("dvc.exp", ""),
-        "evaluate_run_id": run.info.run_id,
-        **{f"registry.{kind}": version for kind, version in scored.items()},
-    }
-    c.log_batch(target, tags=[RunTag(k, v) for k, v in tags.items()])
-    if target != run.info.run_id:  # the evaluate run logged both already
-        c.log_batch(target, metrics=[Metric(k, v, now, 0) for k, v in scores.items()])
-        logged = flatten(params.model_dump(mode="json", by_alias=True))
-        items = [
-            Param(k, json.dumps(v) if isinstance(v, list) else str(v)) for k, v in logged.items()
-        ]
-        for i in range(0, len(items), 100):  # MLflow caps one batch at 100 params
-            c.log_batch(target, params=items[i : i + 100])
-
-
-def log_report(params, files: list[str | os.PathLike]) -> str:
-    """The `report` run: the rendered report and its figures as artifacts."""
-    with stage_run("report", params, sections=("evaluate",)) as run:
-        log_artifacts(files, artifact_path="report")
-        return run.info.run_id
