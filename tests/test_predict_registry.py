@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import config, tracking
+from deblur import tracking
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def store(tmp_path_factory):
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         save_tiny(ckpt := root / "models" / "gan.pt", "gan")
-        with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
+        with tracking.stage_run("train-gan", {"seed": 0}):
             mv = tracking.register_trained("gan", ckpt)
         tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     return root
@@ -96,7 +96,7 @@ def test_registering_a_model_prints_no_mlflow_noise(registry, capfd):
     save_tiny(ckpt := registry / "models" / "again.pt", "gan", seed=3)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
+        with tracking.stage_run("train-gan", {"seed": 0}):
             tracking.register_trained("gan", ckpt)
     from_mlflow = [str(w.message)[:80] for w in seen if "mlflow" in w.filename]
     assert from_mlflow == []

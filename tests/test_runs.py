@@ -1,7 +1,7 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
 A real SQLite store per test; the stage runs are opened as the stages open them
-(tracking.stage_run, tracking.log_evaluation).
+(tracking.stage_run, deblur.evaluate.log.log_evaluation).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from deblur import config, fsutil, runs, textable, tracking
+from deblur.evaluate.log import log_evaluation
 
 
 @pytest.fixture
@@ -33,22 +34,23 @@ def scores(gan_psnr: float, ae_psnr: float) -> dict:
         return {"psnr": psnr, "ssim": 0.76, "gain_db": psnr - 25.66, "ms_per_mp": ms, "images": 4}
 
     return {
-        "protocol": "full",
-        "device": "cpu",
         "gan": model(gan_psnr, 1300.0),
         "ae": model(ae_psnr, 690.0),
         "blurry": {"psnr": 25.66, "ssim": 0.75, "images": 4},
     }
 
 
+def dump(params: config.Params) -> dict:
+    return params.model_dump(mode="json", by_alias=True)
+
+
 def pipeline(params, metrics: dict, tags: dict | None = None) -> str:
-    """What one `dvc repro` logs: both trainings, evaluate, report. Returns evaluate's id."""
+    """What one `dvc repro` logs: both trainings and evaluate. Returns evaluate's id."""
     empty = pd.DataFrame({"model": ["gan"], "psnr": [1.0]})
     for kind in ("gan", "ae"):
-        with tracking.stage_run(f"train-{kind}", params, sections=("train",)):
+        with tracking.stage_run(f"train-{kind}", {"train": dump(params)["train"]}):
             tracking.log_epoch({"val_psnr": 25.0}, step=1)
-    run_id = tracking.log_evaluation(params, empty, empty, metrics, tags or {})
-    tracking.log_report(params, [])
+    run_id, _ = log_evaluation(dump(params), empty, empty, metrics, tags or {})
     return run_id
 
 
@@ -65,12 +67,7 @@ def test_one_pipeline_run_nests_its_stage_runs(store, monkeypatch):
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in everything if r is not parent]
-    assert sorted(r.info.run_name for r in children) == [
-        "evaluate",
-        "report",
-        "train-ae",
-        "train-gan",
-    ]
+    assert sorted(r.info.run_name for r in children) == ["evaluate", "train-ae", "train-gan"]
     assert {r.data.tags[tracking.PARENT_TAG] for r in children} == {parent.info.run_id}
     assert {r.data.tags[tracking.PIPELINE_TAG] for r in everything} == {"ci-1"}
     assert parent.info.status == "FINISHED"
@@ -83,7 +80,7 @@ def test_one_pipeline_run_nests_its_stage_runs(store, monkeypatch):
 def test_a_failed_stage_fails_its_pipeline_run(store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-2")
     params = config.parse({})
-    with pytest.raises(RuntimeError), tracking.stage_run("train-gan", params):
+    with pytest.raises(RuntimeError), tracking.stage_run("train-gan", dump(params)):
         raise RuntimeError("diverged")
     parent = tracking.client().get_run(tracking.pipeline_parent("ci-2"))
     assert parent.info.run_name.startswith("repro ")
@@ -97,7 +94,7 @@ def test_a_failed_stage_fails_its_pipeline_run(store, monkeypatch):
 
 def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(store):
     params = config.parse({})
-    run_id = tracking.log_evaluation(params, pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
+    run_id, _ = log_evaluation(dump(params), pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
     run = tracking.client().get_run(run_id)
     assert tracking.PARENT_TAG not in run.data.tags
     assert run.data.tags[tracking.RESULTS_TAG] == "true"
@@ -186,8 +183,24 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     listed = json.loads(cli.stdout)
     assert [r["params"]["train.gan.lr"] for r in listed] == ["0.002", "0.0005"]
 
+    # The Experiments page: the chart and the same rows, one self-contained file.
+    page = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html"],
+        cwd=store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert page.returncode == 0, page.stderr
+    html = (store / "reports" / "runs.html").read_text()
+    assert "3 pipeline run(s)" in html and '<img src="data:image/png;base64,' in html
+    assert "<th>train.gan.lr</th>" in html and html.count("<td>0.0005</td>") == 1
+    assert "v2 @champion" in html
+
 
 def test_runs_without_a_store(store):
     assert runs.collect() == []
     assert "no pipeline runs" in runs.show(None, json_out=False)
+    with pytest.raises(runs.DeblurError, match="no pipeline runs"):
+        runs.write_page(store / "runs.html", None)
     assert not (store / "mlflow.db").exists()  # asking did not create an empty store

@@ -44,7 +44,8 @@ def _command(args: list[str]) -> str:
 
 def results_section() -> str:
     metrics = json.loads(paths.EVAL_JSON.read_text()) if paths.EVAL_JSON.is_file() else {}
-    metrics = verify.with_timings(metrics, verify.timings(None))  # ms / MP: run-info, not eval.json
+    if metrics:  # ms / MP: run-info's, not eval.json's
+        metrics = verify.with_timings(metrics, verify.timings(None))
     rows = [
         "| model | PSNR (dB) | SSIM | gain (dB) | ms / MP |",
         "| --- | ---: | ---: | ---: | ---: |",
