@@ -218,7 +218,7 @@ def test_resize_protocol_is_labelled(stores):
 
 def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     """The stage: both tables, eval.json, and an evaluate run in a real MLflow store."""
-    from deblur import tracking
+    from deblur.tracking import store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -234,7 +234,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     info = json.loads((tmp_path / "run-info" / "evaluate.json").read_text())
     assert info["device"] == "cpu" and info["protocol"] == "full"
     assert info["timings"]["gan"]["ms_per_mp"] > 0 and info["registry"] == {}
-    logged = tracking.client().get_run(info["mlflow_run_id"]).data.metrics
+    logged = store.client().get_run(info["mlflow_run_id"]).data.metrics
     assert logged["gan.ms_per_mp"] == info["timings"]["gan"]["ms_per_mp"]
     assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
     assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
@@ -264,7 +264,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
         curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
     )
     assert curve.loc[("gan", 50), "step"] == 10
-    history = tracking.client().get_metric_history(info["mlflow_run_id"], "curve.gan.psnr_gain")
+    history = store.client().get_metric_history(info["mlflow_run_id"], "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
 
     # evaluate.flips (on by default): each model again with the flip self-ensemble, under

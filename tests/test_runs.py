@@ -1,7 +1,7 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
 A real SQLite store per test; the stage runs are opened as the stages open them
-(tracking.stage_run, deblur.evaluate.log.log_evaluation).
+(tracked.stage_run, deblur.evaluate.log.log_evaluation).
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deblur import config, fsutil, runs, textable, tracking
+from deblur import config, fsutil, runs, textable
 from deblur.evaluate.log import log_evaluation
+from deblur.tracking import registry, store
+from deblur.tracking import runs as tracked
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
+def tracking_store(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     for var in ("DEBLUR_PIPELINE_RUN", "DVC_STAGE", "DVC_EXP_NAME"):
@@ -48,56 +50,56 @@ def pipeline(params, metrics: dict, tags: dict | None = None) -> str:
     """What one `dvc repro` logs: both trainings and evaluate. Returns evaluate's id."""
     empty = pd.DataFrame({"model": ["gan"], "psnr": [1.0]})
     for kind in ("gan", "ae"):
-        with tracking.stage_run(f"train-{kind}", {"train": dump(params)["train"]}):
-            tracking.log_epoch({"val_psnr": 25.0}, step=1)
+        with tracked.stage_run(f"train-{kind}", {"train": dump(params)["train"]}):
+            tracked.log_epoch({"val_psnr": 25.0}, step=1)
     run_id, _ = log_evaluation(dump(params), empty, empty, metrics, tags or {})
     return run_id
 
 
-def test_one_pipeline_run_nests_its_stage_runs(store, monkeypatch):
+def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-1")
     params = config.parse({"train": {"gan": {"lr": 0.0005}}})
     pipeline(params, scores(26.3, 26.2))
-    c = tracking.client()
+    c = store.client()
     exp = c.get_experiment_by_name("deblur")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
     everything = c.search_runs([exp.experiment_id])
-    parents = [r for r in everything if r.data.tags.get(tracking.ROLE_TAG) == "pipeline"]
+    parents = [r for r in everything if r.data.tags.get(tracked.ROLE_TAG) == "pipeline"]
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in everything if r is not parent]
     assert sorted(r.info.run_name for r in children) == ["evaluate", "train-ae", "train-gan"]
-    assert {r.data.tags[tracking.PARENT_TAG] for r in children} == {parent.info.run_id}
-    assert {r.data.tags[tracking.PIPELINE_TAG] for r in everything} == {"ci-1"}
+    assert {r.data.tags[tracked.PARENT_TAG] for r in children} == {parent.info.run_id}
+    assert {r.data.tags[tracked.PIPELINE_TAG] for r in everything} == {"ci-1"}
     assert parent.info.status == "FINISHED"
     # The parent is the compare view's row: every param, the test metrics, commit, versions.
     assert parent.data.params["train.gan.lr"] == "0.0005"
     assert parent.data.metrics["gan.psnr"] == pytest.approx(26.3)
-    assert parent.data.tags[tracking.RESULTS_TAG] == "true" and "git.commit" in parent.data.tags
+    assert parent.data.tags[tracked.RESULTS_TAG] == "true" and "git.commit" in parent.data.tags
 
 
-def test_a_failed_stage_fails_its_pipeline_run(store, monkeypatch):
+def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-2")
     params = config.parse({})
-    with pytest.raises(RuntimeError), tracking.stage_run("train-gan", dump(params)):
+    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", dump(params)):
         raise RuntimeError("diverged")
-    parent = tracking.client().get_run(tracking.pipeline_parent("ci-2"))
+    parent = store.client().get_run(tracked.pipeline_parent("ci-2"))
     assert parent.info.run_name.startswith("repro ")
-    tracking.client().set_terminated(parent.info.run_id, "FAILED")  # undo pipeline_parent's reopen
+    store.client().set_terminated(parent.info.run_id, "FAILED")  # undo pipeline_parent's reopen
     statuses = {
         r.info.run_name: r.info.status
-        for r in tracking.client().search_runs([parent.info.experiment_id])
+        for r in store.client().search_runs([parent.info.experiment_id])
     }
     assert statuses["train-gan"] == "FAILED"
 
 
-def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(store):
+def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(tracking_store):
     params = config.parse({})
     run_id, _ = log_evaluation(dump(params), pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
-    run = tracking.client().get_run(run_id)
-    assert tracking.PARENT_TAG not in run.data.tags
-    assert run.data.tags[tracking.RESULTS_TAG] == "true"
+    run = store.client().get_run(run_id)
+    assert tracked.PARENT_TAG not in run.data.tags
+    assert run.data.tags[tracked.RESULTS_TAG] == "true"
     assert run.data.params["train.gan.lr"] == "0.001"
     assert [r.run_id for r in runs.collect()] == [run_id]
 
@@ -129,7 +131,7 @@ def test_the_dvc_process_names_the_pipeline_run(tmp_path):
 
 def registered(kind: str, checkpoint: Path) -> str:
     """A registry version tagged with the checkpoint's digest, as training registers it."""
-    c = tracking.client()
+    c = store.client()
     name = f"deblur-{kind}"
     if not c.search_registered_models(f"name='{name}'"):
         c.create_registered_model(name)
@@ -138,16 +140,16 @@ def registered(kind: str, checkpoint: Path) -> str:
     return str(mv.version)
 
 
-def test_runs_compares_three_pipeline_runs(store, monkeypatch):
+def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     for i, (lr, gan, ae) in enumerate(
         [(0.001, 26.1, 26.0), (0.0005, 26.4, 26.2), (0.002, 25.9, 26.3)]
     ):
         fsutil.write_text("models/gan.pt", f"weights {lr}")
-        version = registered("gan", store / "models" / "gan.pt")
+        version = registered("gan", tracking_store / "models" / "gan.pt")
         monkeypatch.setenv("DEBLUR_PIPELINE_RUN", f"sweep-{i}")
         params = config.parse({"train": {"gan": {"lr": lr}}})
         pipeline(params, scores(gan, ae), {"gan": {"test_psnr": gan}})
-    tracking.set_alias("gan", tracking.CHAMPION, "2")
+    registry.set_alias("gan", registry.CHAMPION, "2")
 
     rows = runs.collect()
     assert len(rows) == 3
@@ -174,7 +176,7 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     cli = subprocess.run(
         [sys.executable, "-m", "deblur", "runs", "--json", "--limit", "2"],
-        cwd=store,
+        cwd=tracking_store,
         env=env,
         capture_output=True,
         text=True,
@@ -186,21 +188,21 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     # The Experiments page: the chart and the same rows, one self-contained file.
     page = subprocess.run(
         [sys.executable, "-m", "deblur", "runs", "--html"],
-        cwd=store,
+        cwd=tracking_store,
         env=env,
         capture_output=True,
         text=True,
     )
     assert page.returncode == 0, page.stderr
-    html = (store / "reports" / "runs.html").read_text()
+    html = (tracking_store / "reports" / "runs.html").read_text()
     assert "3 pipeline run(s)" in html and '<img src="data:image/png;base64,' in html
     assert "<th>train.gan.lr</th>" in html and html.count("<td>0.0005</td>") == 1
     assert "v2 @champion" in html
 
 
-def test_runs_without_a_store(store):
+def test_runs_without_a_store(tracking_store):
     assert runs.collect() == []
     assert "no pipeline runs" in runs.show(None, json_out=False)
     with pytest.raises(runs.DeblurError, match="no pipeline runs"):
-        runs.write_page(store / "runs.html", None)
-    assert not (store / "mlflow.db").exists()  # asking did not create an empty store
+        runs.write_page(tracking_store / "runs.html", None)
+    assert not (tracking_store / "mlflow.db").exists()  # asking did not create an empty store

@@ -1,7 +1,7 @@
 """`deblur runs`: every pipeline run in the tracking store, one row each, newest first.
 
-A pipeline run is the run tracking.log_evaluation marked with the test results (the parent
-of one `dvc repro` / `dvc exp run`, or a lone evaluate run): its params, commit, DVC
+A pipeline run is the run deblur.evaluate.log marked with the test results (the parent of
+one `dvc repro` / `dvc exp run`, or a lone evaluate run): its params, commit, DVC
 experiment name, per-model test metrics and the registry version each model was scored as.
 Only the params that differ between the rows are shown, so a sweep reads as its grid.
 `deblur runs --html` writes the same rows with the quality-against-speed chart as one page
@@ -15,9 +15,11 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from deblur import fsutil, textable, tracking
+from deblur import fsutil, textable
 from deblur.errors import DeblurError
 from deblur.kinds import KINDS, LABELS
+from deblur.tracking import registry, store
+from deblur.tracking.runs import RESULTS_TAG
 
 # Per model, what a row shows: (metrics key in the run, column heading, format).
 FIGURES = {
@@ -52,19 +54,19 @@ def _model(kind: str, run, champions: dict[str, str | None]) -> dict | None:
 
 def collect(limit: int | None = None) -> list[PipelineRun]:
     """The pipeline runs of the store, newest first; [] when there is no store yet."""
-    if not tracking.store_exists():
+    if not store.exists():
         return []
-    c = tracking.client()
-    exp = c.get_experiment_by_name(tracking.EXPERIMENT)
+    c = store.client()
+    exp = c.get_experiment_by_name(store.EXPERIMENT)
     found = c.search_runs(
         [exp.experiment_id],
-        f"tags.`{tracking.RESULTS_TAG}` = 'true'",
+        f"tags.`{RESULTS_TAG}` = 'true'",
         max_results=limit or 1000,
         order_by=["attributes.start_time DESC"],
     )
     champions = {}
     for kind in KINDS:
-        holder = tracking.champion(kind)
+        holder = registry.champion(kind)
         champions[kind] = str(holder.version) if holder is not None else None
     rows = []
     for run in found:
@@ -137,7 +139,7 @@ def show(limit: int | None, json_out: bool) -> str:
     if json_out:
         return json.dumps(as_json(rows), indent=2)
     if not rows:
-        return f"no pipeline runs in {tracking.tracking_uri()} yet; run `dvc repro` first"
+        return f"no pipeline runs in {store.tracking_uri()} yet; run `dvc repro` first"
     return textable.text(*table(rows))
 
 
@@ -226,7 +228,7 @@ def page(rows: list[PipelineRun]) -> str:
     header, body = table(rows)
     return PAGE.format(
         count=len(rows),
-        store=escape(tracking.tracking_uri()),
+        store=escape(store.tracking_uri()),
         figure=_chart(rows),
         header="".join(f"<th>{escape(h)}</th>" for h in header),
         rows="\n".join(
@@ -239,8 +241,6 @@ def write_page(path, limit: int | None) -> int:
     """Write page() of the newest ``limit`` pipeline runs to ``path``; the number of rows."""
     rows = collect(limit)
     if not rows:
-        raise DeblurError(
-            f"no pipeline runs in {tracking.tracking_uri()} yet; run `dvc repro` first"
-        )
+        raise DeblurError(f"no pipeline runs in {store.tracking_uri()} yet; run `dvc repro` first")
     fsutil.write_text(path, page(rows))
     return len(rows)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from deblur import paths, tracking
+from deblur import paths
 from deblur.config import flatten
 from deblur.kinds import registered_name
+from deblur.tracking import registry, runs, store
 
 
 def _numbers(tree: dict) -> dict[str, float]:
@@ -36,7 +37,7 @@ def log_evaluation(
     """
     import mlflow
 
-    with tracking.stage_run("evaluate", tracked) as run:
+    with runs.stage_run("evaluate", tracked) as run:
         numbers = _numbers(scores)
         mlflow.log_metrics(numbers)
         mlflow.log_table(data=results, artifact_file="results.json")
@@ -46,14 +47,14 @@ def log_evaluation(
         scored: dict[str, str] = {}
         for kind, tags in version_tags.items():
             ckpt = paths.checkpoint(kind)
-            mv = tracking.version_of_checkpoint(kind, ckpt) if ckpt.exists() else None
+            mv = registry.version_of_checkpoint(kind, ckpt) if ckpt.exists() else None
             if mv is not None:
-                tracking.tag_version(kind, mv.version, tags)
-                tracking.client().set_model_version_tag(
+                registry.tag_version(kind, mv.version, tags)
+                store.client().set_model_version_tag(
                     registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
                 )
                 scored[kind] = str(mv.version)
-        target = tracking.parent_of(run) or run.info.run_id
+        target = runs.parent_of(run) or run.info.run_id
         _log_results(target, tracked, numbers, scored, run)
         return run.info.run_id, scored
 
@@ -70,10 +71,10 @@ def _log_curve(curve) -> None:
 def _log_results(target: str, tracked: dict, numbers: dict[str, float], scored: dict, run):
     from mlflow.entities import Metric, RunTag
 
-    c = tracking.client()
+    c = store.client()
     now = int(time.time() * 1000)
     tags = {
-        tracking.RESULTS_TAG: "true",
+        runs.RESULTS_TAG: "true",
         "git.commit": run.data.tags.get("git.commit", ""),
         "dvc.exp": run.data.tags.get("dvc.exp", ""),
         "evaluate_run_id": run.info.run_id,
@@ -82,4 +83,4 @@ def _log_results(target: str, tracked: dict, numbers: dict[str, float], scored: 
     c.log_batch(target, tags=[RunTag(k, v) for k, v in tags.items()])
     if target != run.info.run_id:  # the evaluate run logged both already
         c.log_batch(target, metrics=[Metric(k, v, now, 0) for k, v in numbers.items()])
-        tracking.log_params(flatten(tracked), run_id=target)
+        runs.log_params(flatten(tracked), run_id=target)

@@ -16,8 +16,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from deblur import fsutil, models, paths, tracking
+from deblur import fsutil, models, paths
 from deblur.errors import DeblurError
+from deblur.tracking import flavour, runs, store
 from deblur.train import checkpoint, distributed
 from deblur.train import data as train_data
 from deblur.train.loop import TIMINGS, Trainer
@@ -67,7 +68,7 @@ def run(
 
 def _run(kind, train, seed, protocol, world, resume, stop_after) -> dict[str, Any]:
     if world.main:
-        tracking.setup()  # an unreachable server should fail now, not after the data loads
+        store.setup()  # an unreachable server should fail now, not after the data loads
     data = train_data.build(kind, train, protocol, seed, world)
     trainer = Trainer(kind, getattr(train, kind), seed, world, data)
     if resume:
@@ -78,12 +79,12 @@ def _run(kind, train, seed, protocol, world, resume, stop_after) -> dict[str, An
         paths.curve_dir(kind).mkdir(parents=True, exist_ok=True)  # a DVC out, even if empty
     if world.main:
         logged = logged_params(kind, train, seed, protocol)
-        with tracking.stage_run(f"train-{kind}", logged) as mlflow_run:
+        with runs.stage_run(f"train-{kind}", logged) as mlflow_run:
             info = {"mlflow_run_id": mlflow_run.info.run_id}
             summary = _epochs(trainer, stop_after, info)
-            tracking.log_artifacts([paths.train_plot(kind)])
+            runs.log_artifacts([paths.train_plot(kind)])
             if trainer.state.epoch >= trainer.cfg.epochs:  # complete: a version to register
-                mv = tracking.register_trained(kind, paths.checkpoint(kind))
+                mv = flavour.register_trained(kind, paths.checkpoint(kind))
                 info["registered_version"] = int(mv.version)
             fsutil.write_json(paths.train_metrics(kind), summary)
             write_info(trainer, info)
@@ -118,7 +119,7 @@ def write_info(trainer: Trainer, info: dict[str, Any]) -> None:
 
 
 def _log_steps(step: int, loss: float) -> None:
-    tracking.log_epoch({"step_loss": loss}, step=step)
+    runs.log_epoch({"step_loss": loss}, step=step)
 
 
 def curve_epochs(cfg) -> dict[int, int]:
@@ -148,8 +149,8 @@ def _epochs(trainer: Trainer, stop_after: int | None, info: dict | None) -> dict
     cfg, world, state = trainer.cfg, trainer.world, trainer.state
     baseline = trainer.blurry_baseline() if world.main else {}
     if world.main:
-        tracking.log_epoch(baseline, step=0)
-        tracking.log_params({"model.params": models.count_params(trainer.model)})
+        runs.log_epoch(baseline, step=0)
+        runs.log_params({"model.params": models.count_params(trainer.model)})
     ran = 0
     while state.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
         try:
@@ -171,7 +172,7 @@ def _epochs(trainer: Trainer, stop_after: int | None, info: dict | None) -> dict
             state.history.append(row)
             _save(trainer, info)
             logged = {k: v for k, v in {**row, **timing}.items() if k != "epoch"}
-            tracking.log_epoch(logged, step=state.epoch)
+            runs.log_epoch(logged, step=state.epoch)
             tqdm.write(
                 f"{trainer.kind} epoch {state.epoch}: loss {row['train_loss']:.4f}  "
                 f"val PSNR {row['val_psnr']:.2f} dB (blurry {baseline['val_psnr_blurry']:.2f})  "
