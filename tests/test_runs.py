@@ -106,7 +106,7 @@ def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(tracking_store):
 
 def test_the_dvc_process_names_the_pipeline_run(tmp_path):
     """Stage commands run as children of one `dvc` process share a key; another dvc, not."""
-    probe = "from deblur.tracking import pipeline_key; print(pipeline_key())"
+    probe = "from deblur.tracking.runs import pipeline_key; print(pipeline_key())"
     fake = tmp_path / "dvc"  # stands in for dvc: runs two stage commands the way dvc does
     fake.write_text(
         "#!/bin/sh\n"
