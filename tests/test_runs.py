@@ -195,6 +195,17 @@ def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     )
     assert page.returncode == 0, page.stderr
     html = (tracking_store / "reports" / "runs.html").read_text()
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html", "-o", "page.html", "--limit", "1"],
+        cwd=tracking_store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        elsewhere.returncode == 0
+        and "1 pipeline run(s)" in (tracking_store / "page.html").read_text()
+    )
     assert "3 pipeline run(s)" in html and '<img src="data:image/png;base64,' in html
     assert "<th>train.gan.lr</th>" in html and html.count("<td>0.0005</td>") == 1
     assert "v2 @champion" in html

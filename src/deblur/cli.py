@@ -394,9 +394,13 @@ def runs(
         typer.Option(
             "--html",
             help="Write the Experiments page instead: the rows and their quality-against-"
-            "speed chart, reports/runs.html (the report links to it).",
+            "speed chart, to --out (the report links to reports/runs.html).",
         ),
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="With --html: the page's path (reports/runs.html)."),
+    ] = None,
 ) -> None:
     """List the pipeline runs of the MLflow store side by side, newest first.
 
@@ -408,8 +412,9 @@ def runs(
     from deblur import runs as listed
 
     if html:
-        n = listed.write_page(paths.RUNS_HTML, limit)
-        typer.echo(f"wrote {paths.RUNS_HTML} ({n} pipeline runs)")
+        page = out or paths.RUNS_HTML
+        n = listed.write_page(page, limit)
+        typer.echo(f"wrote {page} ({n} pipeline runs)")
         return
     typer.echo(listed.show(limit, as_json))
 
