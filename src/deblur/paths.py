@@ -5,8 +5,9 @@ the two agree, so a path is renamed here and in dvc.yaml, nowhere else.
 
 A DVC out holds what a stage computes, so the same code and params give the same bytes;
 how long it took and which run logged it go to run-info/ (RUN_INFO), which no stage
-declares and none reads back: git keeps it beside the metrics for the README's timings and
-`deblur verify`, and MLflow has the same figures.
+declares and no stage's result depends on (`train --resume` reads back its seconds only):
+git keeps it beside the metrics for the README's timings and `deblur verify`, and MLflow
+has the same figures.
 """
 
 from pathlib import Path
