@@ -183,7 +183,7 @@ def predict(
     """Deblur your own images into OUT as PNGs with the same names (inputs are never touched).
 
     Gray stays gray, 16 bits stay 16 bits, alpha and the ICC profile are kept; what a
-    format cannot keep (CMYK, palette, 16-bit colour PNG) is said per file (README, Formats).
+    format cannot keep (CMYK, palette) is said per file (README, Formats).
     """
     p = _params_or_defaults(params)
     from deblur import spec
@@ -370,15 +370,25 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     params: ParamsOpt = None,
     device: DeviceOpt = "auto",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DEBLUR_SERVE_TOKEN",
+            help="Every API call must carry it (Authorization: Bearer); the printed "
+            "address gives it to the page. Without one, a --host beyond loopback warns.",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """Start the demo web page: upload a photo, compare GAN and autoencoder, download.
 
     Serves each registry champion, or models/<kind>.pt when the registry has none.
+    Limits, hosts, origins and the token: docs/serving.md.
     """
     p = _params_or_defaults(params)
     from deblur.serve.app import run
 
-    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
+    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve, token)
 
 
 @app.command()

@@ -271,6 +271,24 @@ class ServeConfig(Strict):
     tile: int | None = Field(
         None, ge=32, description="tile side for served images; None: evaluate.tile"
     )
+    max_uploads: int = Field(
+        4, ge=1, le=1000, description="uploads being received at once; more get 503"
+    )
+    disk_mb: int = Field(
+        1024, ge=64, description="uploads and results on disk, those in flight counted whole"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0.0, description="an upload's whole body must arrive within this"
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0.0, description="a kept-alive connection with no request is closed after this"
+    )
+    allowed_hosts: list[str] = Field(
+        [], description="Host names served besides the loopback ones (DNS rebinding guard)"
+    )
 
 
 # --------------------------------------------------------------------------- verification
