@@ -37,6 +37,11 @@ def _params(path: Path | None):
     return config.load(path)
 
 
+def _dump(p) -> dict:
+    """Params as a nested mapping of JSON types, as params.yaml spells them."""
+    return p.model_dump(mode="json", by_alias=True)
+
+
 def _params_or_defaults(path: Path | None):
     """``path``, else ./params.yaml, else (outside a project) the defaults: the tools that
     only need a model (predict, serve) run anywhere."""
@@ -55,7 +60,7 @@ def download(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import download as dl
 
-    dl.run(p)
+    dl.run(p.data, p.seed)
 
 
 @app.command()
@@ -64,7 +69,7 @@ def validate(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import validate as val
 
-    val.run(p)
+    val.run(p.validate_, p.data.name)
 
 
 @app.command()
@@ -73,14 +78,14 @@ def preprocess(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import preprocess as pre
 
-    pre.run(p)
+    pre.run(p.preprocess)
 
 
 def _train(kind: str, params: Path | None, device: str, resume: bool) -> None:
     p = _params(params)
     from deblur.train.stage import run
 
-    run(kind, p, device=device, resume=resume)
+    run(kind, p.train, p.seed, p.preprocess.protocol, device=device, resume=resume)
 
 
 DeviceOpt = Annotated[
@@ -113,7 +118,8 @@ def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
     p = _params(params)
     from deblur.evaluate.stage import run
 
-    run(p, device=device)
+    # The whole params go to MLflow only: the pipeline run's row in `deblur runs`.
+    run(p.evaluate, p.preprocess, p.data.name, _dump(p), device=device)
 
 
 @app.command()
@@ -122,7 +128,7 @@ def report(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.report.render import run
 
-    run(p)
+    run(_dump(p))
 
 
 @app.command()
@@ -453,18 +459,21 @@ def verify(
     ),
     params: ParamsOpt = None,
 ) -> None:
-    """Compare metrics/eval.json and metrics/data.json with those at REV and the README.
+    """Compare metrics/eval.json and metrics/data.json with those at REV, the README's table
+    and the docs/*.md tables marked `<!-- verify: eval.json -->`.
 
-    Tolerances in params.yaml's verify section; timings are shown, never compared. Exit 0:
+    Tolerances in params.yaml's verify section; timings (run-info/evaluate.json) are shown,
+    never compared. Exit 0:
     all figures match; 1: a figure moved (each one named); 2: a metrics file or the
     README table is missing or malformed.
     """
     p = _params(params)
     from deblur import verify as check
 
-    rows = check.verify(p, against, readme, regression_only=no_regression)
+    docs = check.docs_pages()
+    rows = check.verify(p.verify, against, readme, regression_only=no_regression, docs=docs)
     typer.echo(check.text_table(rows, against))
-    failed = check.failure(rows, against, p)
+    failed = check.failure(rows, against, p.verify)
     if failed:
         raise DeblurError(failed)
     typer.echo(f"verify: every figure matches {against} within tolerance")
@@ -474,6 +483,18 @@ def verify(
 def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Newest N pipeline runs.")] = 20,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Write the Experiments page instead: the rows and their quality-against-"
+            "speed chart, to --out (the report links to reports/runs.html).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="With --html: the page's path (reports/runs.html)."),
+    ] = None,
 ) -> None:
     """List the pipeline runs of the MLflow tracking store side by side, newest first.
 
@@ -481,9 +502,15 @@ def runs(
     differ between the rows, and per model test PSNR, SSIM, gain over the blurry input,
     ms per megapixel and the registry version (@champion marked).
     """
-    from deblur.runs import show
+    from deblur import paths
+    from deblur import runs as listed
 
-    typer.echo(show(limit, as_json))
+    if html:
+        page = out or paths.RUNS_HTML
+        n = listed.write_page(page, limit)
+        typer.echo(f"wrote {page} ({n} pipeline runs)")
+        return
+    typer.echo(listed.show(limit, as_json))
 
 
 def main() -> None:

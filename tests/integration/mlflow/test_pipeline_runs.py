@@ -1,7 +1,7 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
-A real SQLite tracking store per test; the stage runs are opened as the stages open them
-(deblur.tracking.runs.stage_run, deblur.tracking.stages.log_evaluation).
+A real SQLite store per test; the stage runs are opened as the stages open them
+(tracked.stage_run, deblur.evaluate.log.log_evaluation).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.mlflow_runs import pipeline, registered, scores
+from support.mlflow_runs import dump, pipeline, registered, scores
 from support.repo import REPO
 
 from deblur import config, fsutil, runs, textable
-from deblur.tracking import registry, stages, store
+from deblur.evaluate.log import log_evaluation
+from deblur.tracking import registry, store
 from deblur.tracking import runs as tracked
 
 
@@ -45,12 +46,7 @@ def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in everything if r is not parent]
-    assert sorted(r.info.run_name for r in children) == [
-        "evaluate",
-        "report",
-        "train-ae",
-        "train-gan",
-    ]
+    assert sorted(r.info.run_name for r in children) == ["evaluate", "train-ae", "train-gan"]
     assert {r.data.tags[tracked.PARENT_TAG] for r in children} == {parent.info.run_id}
     assert {r.data.tags[tracked.PIPELINE_TAG] for r in everything} == {"ci-1"}
     assert parent.info.status == "FINISHED"
@@ -63,7 +59,7 @@ def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
 def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-2")
     params = config.parse({})
-    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", params):
+    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", dump(params)):
         raise RuntimeError("diverged")
     parent = store.client().get_run(tracked.pipeline_parent("ci-2"))
     assert parent.info.run_name.startswith("repro ")
@@ -77,7 +73,7 @@ def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
 
 def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(tracking_store):
     params = config.parse({})
-    run_id = stages.log_evaluation(params, pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
+    run_id, _ = log_evaluation(dump(params), pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
     run = store.client().get_run(run_id)
     assert tracked.PARENT_TAG not in run.data.tags
     assert run.data.tags[tracked.RESULTS_TAG] == "true"
@@ -155,8 +151,35 @@ def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     listed = json.loads(cli.stdout)
     assert [r["params"]["train.gan.lr"] for r in listed] == ["0.002", "0.0005"]
 
+    # The Experiments page: the chart and the same rows, one self-contained file.
+    page = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html"],
+        cwd=tracking_store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert page.returncode == 0, page.stderr
+    html = (tracking_store / "reports" / "runs.html").read_text()
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html", "-o", "page.html", "--limit", "1"],
+        cwd=tracking_store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        elsewhere.returncode == 0
+        and "1 pipeline run(s)" in (tracking_store / "page.html").read_text()
+    )
+    assert "3 pipeline run(s)" in html and '<img src="data:image/png;base64,' in html
+    assert "<th>train.gan.lr</th>" in html and html.count("<td>0.0005</td>") == 1
+    assert "v2 @champion" in html
+
 
 def test_runs_without_a_store(tracking_store):
     assert runs.collect() == []
     assert "no pipeline runs" in runs.show(None, json_out=False)
+    with pytest.raises(runs.DeblurError, match="no pipeline runs"):
+        runs.write_page(tracking_store / "runs.html", None)
     assert not (tracking_store / "mlflow.db").exists()  # asking did not create an empty store

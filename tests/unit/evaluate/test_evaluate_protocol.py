@@ -23,6 +23,25 @@ from deblur.metrics import psnr, score, ssim
 PARAMS = config.parse({"evaluate": {"tile": 32, "overlap": 8, "baseline": "unsharp"}})
 
 
+def tracks_of(params: config.Params) -> dict[str, str]:
+    return protocol.tracks(params.evaluate.protocol, params.preprocess.resize)
+
+
+def evaluate(models, test, train, params: config.Params = PARAMS):
+    """protocol.evaluate over ``params``' own sections, as the stage calls it."""
+    return protocol.evaluate(models, test, train, params.evaluate, tracks_of(params))
+
+
+def evaluate_options(models, test, params: config.Params = PARAMS):
+    return protocol.evaluate_options(models, test, params.evaluate, tracks_of(params))
+
+
+def run_stage(params: config.Params, device: str = "cpu") -> dict:
+    """The evaluate stage as cli.py calls it."""
+    dump = params.model_dump(mode="json", by_alias=True)
+    return stage.run(params.evaluate, params.preprocess, params.data.name, dump, device=device)
+
+
 @pytest.fixture(scope="module")
 def arrays():
     return make_arrays(3), make_arrays(2, offset=3)
@@ -69,9 +88,7 @@ def test_sharpness_drops_with_blur_and_rises_with_unsharp_masking():
 
 def test_identity_model_scores_as_the_blurry_input(arrays):
     test, train = arrays
-    per_image, labels = protocol.evaluate(
-        {"gan": nn.Identity(), "ae": tiny("ae")}, test, train, PARAMS
-    )
+    per_image, labels = evaluate({"gan": nn.Identity(), "ae": tiny("ae")}, test, train)
     assert list(per_image.columns) == tables.PER_IMAGE_COLUMNS
     assert set(per_image["model"]) == {"gan", "ae", "baseline", "blurry"}
     assert labels[("baseline", "full")].startswith("unsharp mask (radius=")
@@ -82,8 +99,8 @@ def test_identity_model_scores_as_the_blurry_input(arrays):
         assert blurry.loc[name, "psnr"] == pytest.approx(peak_signal_noise_ratio(sharp, blur))
 
     summary = tables.summarize(per_image)
-    metrics = tables.eval_metrics(summary, protocol.tracks(PARAMS), "cpu")
-    assert metrics["gan"]["gain_db"] == 0 and metrics["protocol"] == "full"
+    metrics = tables.eval_metrics(summary, tracks_of(PARAMS))
+    assert metrics["gan"]["gain_db"] == 0 and tables.protocol_label(tracks_of(PARAMS)) == "full"
     assert set(metrics) >= {"gan", "ae", "blurry", "baseline"}
 
 
@@ -94,7 +111,7 @@ def test_rows_equal_what_predict_writes(tmp_path, arrays):
     # Nudged weights: an untrained model is the identity, under which evaluate's and
     # predict's paths would agree whatever either did to the image.
     save_tiny(ckpt := tmp_path / "gan.pt", "gan")
-    per_image, _ = protocol.evaluate({"gan": models.load(ckpt)}, test, train, PARAMS)
+    per_image, _ = evaluate({"gan": models.load(ckpt)}, test, train)
 
     name = test.names[1]
     blur, sharp = test.pair(1)
@@ -109,9 +126,7 @@ def test_rows_equal_what_predict_writes(tmp_path, arrays):
 
 def test_results_keep_measured_and_reported_apart(arrays):
     test, train = arrays
-    per_image, labels = protocol.evaluate(
-        {"gan": tiny("gan"), "ae": tiny("ae")}, test, train, PARAMS
-    )
+    per_image, labels = evaluate({"gan": tiny("gan"), "ae": tiny("ae")}, test, train)
     summary = tables.summarize(per_image)
     results = tables.results_table(summary, labels, {"gan": 1234, "ae": 5678}, "synthetic")
     assert list(results.columns) == tables.RESULT_COLUMNS
@@ -126,9 +141,9 @@ def test_results_keep_measured_and_reported_apart(arrays):
         "blurry input",
     ]
     assert measured.set_index("model").loc["blurry input", "params"] == 0
-    assert measured.ms_per_mp.notna().all()
+    assert "ms_per_mp" not in results  # a timing: run-info/evaluate.json, not a DVC out
 
-    reference = reported.set_index("model")
+    seed = reported.set_index("model")
     expected = {
         "Kupyn et al.": (28.7, 0.958, None),
         "Nah et al.": (28.93, 0.91, None),
@@ -137,12 +152,10 @@ def test_results_keep_measured_and_reported_apart(arrays):
         "GAN (reference study)": (27.24, 0.8568, 8_100_000),
         "Autoencoder (reference study)": (26.95, 0.839, 10_300_000),
     }
-    assert list(reference.index) == list(expected)
+    assert list(seed.index) == list(expected)
     for model, (p, s, n) in expected.items():
-        assert (reference.loc[model, "psnr"], reference.loc[model, "ssim"]) == (p, s)
-        params = reference.loc[model, "params"]
-        assert pd.isna(params) if n is None else params == n
-    assert reference.ms_per_mp.isna().all()
+        assert (seed.loc[model, "psnr"], seed.loc[model, "ssim"]) == (p, s)
+        assert pd.isna(seed.loc[model, "params"]) if n is None else seed.loc[model, "params"] == n
 
 
 def test_resize_protocol_is_labelled(arrays):
@@ -154,11 +167,11 @@ def test_resize_protocol_is_labelled(arrays):
         }
     )
     identity = {"gan": nn.Identity(), "ae": nn.Identity()}
-    per_image, labels = protocol.evaluate(identity, test, train, params)
+    per_image, labels = evaluate(identity, test, train, params)
     assert set(per_image.protocol) == {"resize 32", "resize 24"}
     assert (per_image.megapixels[per_image.protocol == "resize 24"] == 24 * 24 / 1e6).all()
-    metrics = tables.eval_metrics(tables.summarize(per_image), protocol.tracks(params), "cpu")
-    assert metrics["protocol"] == "resize 32 / resize 24"
+    metrics = tables.eval_metrics(tables.summarize(per_image), tracks_of(params))
+    assert tables.protocol_label(tracks_of(params)) == "resize 32 / resize 24"
     assert {"gan", "ae", "blurry_32", "blurry_24", "baseline_32", "baseline_24"} <= set(metrics)
     assert metrics["ae"]["gain_db"] == 0  # identity vs the blurry input at its own size
     # Every key is a valid MLflow metric name (log_evaluation logs them flattened).
@@ -171,7 +184,7 @@ def test_resize_protocol_is_labelled(arrays):
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, arrays):
     """The stage run once on tiny checkpoints (one part-way), into a real MLflow tracking
-    store -> (its folder, what run() returned, eval.json, results.csv, per_image.csv)."""
+    store -> (its folder, run()'s metrics, eval.json, run-info, results.csv, per_image.csv)."""
     root = tmp_path_factory.mktemp("evaluate")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -179,44 +192,63 @@ def evaluated(tmp_path_factory, arrays):
         for kind in ("gan", "ae"):
             save_tiny(root / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
         save_tiny(root / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
-        mp.setattr(stage, "open_arrays", lambda params: arrays)
-        metrics = stage.run(PARAMS, device="cpu")
+        mp.setattr(stage, "open_arrays", lambda protocol: arrays)
+        metrics = run_stage(PARAMS)
     saved = json.loads((root / "metrics" / "eval.json").read_text())
+    info = json.loads((root / "run-info" / "evaluate.json").read_text())
     results = pd.read_csv(root / "reports" / "results.csv")
     per_image = pd.read_csv(root / "reports" / "per_image.csv")
-    return root, metrics, saved, results, per_image
+    return root, metrics, saved, info, results, per_image
 
 
 @pytest.fixture
-def logged_run(evaluated, monkeypatch):
-    """The evaluate run's MLflow client and id, read back from the tracking store."""
+def client(evaluated, monkeypatch):
+    """An MLflow client on the stage's tracking store."""
     from deblur.tracking import store
 
-    root, _, saved, _, _ = evaluated
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    return store.client(), saved["mlflow_run_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{evaluated[0] / 'mlflow.db'}")
+    return store.client()
 
 
-def test_run_writes_both_tables(evaluated, arrays):
-    root, _, saved, results, per_image = evaluated
-    assert len(per_image) == 4 * len(arrays[0])
-    gan = results.set_index("model").loc["GAN (this project)"]
-    assert gan.params == models.count_params(models.load(root / "models" / "gan.pt"))
-    assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
+def test_run_writes_numbers_to_eval_json_and_the_rest_to_run_info(evaluated):
+    """Numbers only in eval.json, and none a rerun changes: timings and ids are run-info's."""
+    _, metrics, saved, info, _, _ = evaluated
+    assert saved == metrics
+    assert all(isinstance(v, int | float) for v in config.flatten(saved).values())
+    assert info["device"] == "cpu" and info["protocol"] == "full"
+    assert info["timings"]["gan"]["ms_per_mp"] > 0 and info["registry"] == {}
 
 
-def test_run_logs_the_scores_to_mlflow(evaluated, logged_run):
-    _, metrics, saved, _, _ = evaluated
-    client, run_id = logged_run
-    logged = client.get_run(run_id).data.metrics
+def test_run_logs_scores_and_timings_to_mlflow(evaluated, client):
+    _, metrics, saved, info, _, _ = evaluated
+    logged = client.get_run(info["mlflow_run_id"]).data.metrics
+    assert logged["gan.ms_per_mp"] == info["timings"]["gan"]["ms_per_mp"]
     assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
     assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
     assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
 
 
-def test_run_scores_the_part_way_checkpoint_on_the_quality_curve(evaluated, logged_run):
+def test_run_writes_the_tables_and_the_reports_images(evaluated, arrays):
+    """Both tables, and each sample's input, outputs and sharp frame for the report."""
+    root, _, saved, _, results, per_image = evaluated
+    assert len(per_image) == 4 * len(arrays[0]) and "ms" not in per_image
+    index = json.loads((root / "reports" / "samples" / "index.json").read_text())
+    assert len(index["samples"]) == len(arrays[0]) and index["kinds"] == ["gan", "ae"]
+    first = root / "reports" / "samples" / index["samples"][0]["folder"]
+    assert sorted(p.name for p in first.iterdir()) == [
+        "ae.png",
+        "blurry.png",
+        "gan.png",
+        "sharp.png",
+    ]
+    gan = results.set_index("model").loc["GAN (this project)"]
+    assert gan.params == models.count_params(models.load(root / "models" / "gan.pt"))
+    assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
+
+
+def test_run_scores_the_part_way_checkpoint_on_the_quality_curve(evaluated, client):
     """The part-way checkpoint scored like the final one, whose point is the table's."""
-    root, metrics, _, _, _ = evaluated
+    root, metrics, _, info, _, _ = evaluated
     curve = pd.read_csv(root / "plots" / "curve.csv").set_index(["model", "percent"])
     assert sorted(curve.index) == [("ae", 100), ("gan", 50), ("gan", 100)]
     assert curve.loc[("gan", 100), "psnr"] == pytest.approx(metrics["gan"]["psnr"], abs=1e-3)
@@ -226,39 +258,32 @@ def test_run_scores_the_part_way_checkpoint_on_the_quality_curve(evaluated, logg
         curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
     )
     assert curve.loc[("gan", 50), "step"] == 10
-    client, run_id = logged_run
-    history = client.get_metric_history(run_id, "curve.gan.psnr_gain")
+    history = client.get_metric_history(info["mlflow_run_id"], "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
 
 
 def test_run_scores_flips_as_options_only(evaluated, arrays):
     """evaluate.flips (on by default): each model again with the flip self-ensemble, under
     "options" only; the results table, per-image rows and per-model keys are as before."""
-    _, _, saved, results, per_image = evaluated
+    _, _, saved, info, results, per_image = evaluated
     assert set(saved["options"]) == {"gan_flips", "ae_flips"}
     assert not results.model.str.contains("flips").any()
     assert set(per_image.model) == {"gan", "ae", "baseline", "blurry"}
     for kind in ("gan", "ae"):
         option = saved["options"][f"{kind}_flips"]
-        assert set(option) == {
-            "psnr",
-            "ssim",
-            "images",
-            "psnr_vs_plain",
-            "ssim_vs_plain",
-            "ms_per_mp",
-        }
-        assert option["images"] == len(arrays[0]) and option["ms_per_mp"] > 0
+        assert set(option) == {"psnr", "ssim", "images", "psnr_vs_plain", "ssim_vs_plain"}
+        assert option["images"] == len(arrays[0])
+        assert info["timings"]["options"][f"{kind}_flips"]["ms_per_mp"] > 0
         gain = option["psnr"] - saved[kind]["psnr"]
         assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
         assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
-        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain", "ms_per_mp"}
+        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain"}
 
 
 def test_flips_option_rows(arrays):
     test, _ = arrays
     identity = {"gan": nn.Identity(), "ae": nn.Identity()}
-    rows = protocol.evaluate_options(identity, test, PARAMS)
+    rows = evaluate_options(identity, test)
     assert set(rows.model) == {"gan_flips", "ae_flips"}
     assert list(rows.columns) == tables.PER_IMAGE_COLUMNS
     method = protocol.model_method(nn.Identity(), 32, 8, "cpu")
@@ -271,4 +296,4 @@ def test_flips_option_rows(arrays):
     assert all(re.fullmatch(r"[\w\-. :/]+", key) for key in options)  # MLflow metric names
 
     off = config.parse({"evaluate": {"tile": 32, "overlap": 8, "flips": False}})
-    assert protocol.evaluate_options(identity, test, off).empty
+    assert evaluate_options(identity, test, off).empty
