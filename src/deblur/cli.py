@@ -407,6 +407,19 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        _refused(exc)
+        raise
+
+
+def _refused(exc: Exception) -> None:
+    """A login the tracking server refused (401/403): its one line, not MLflow's traceback."""
+    from deblur import access
+
+    line = access.refusal(exc)
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from deblur import fsutil, paths
+from deblur import access, fsutil, paths, runlog
 from deblur.config import flatten
 from deblur.errors import DeblurError
 from deblur.kinds import registered_name
@@ -260,15 +260,28 @@ def stage_run(
         tags |= {PIPELINE_TAG: key, PARENT_TAG: parent}
     status = "FAILED"
     try:
-        with mlflow.start_run(run_name=stage, tags=tags) as run:
+        run = mlflow.start_run(run_name=stage, tags=tags)
+        try:
             items = list(flatten(logged).items())
             for i in range(0, len(items), 100):  # MLflow caps one log_params batch at 100
                 log_params(dict(items[i : i + 100]))
             yield run
+        except BaseException as exc:
+            # KILLED for a signal (train/preempt.py), else FAILED; a dead server is not
+            # waited on: the stage's next start closes the run (runlog.close_stale).
+            status = getattr(exc, "run_status", "FAILED")
+            runlog.end_active_run(status)
+            raise
+        mlflow.end_run("FINISHED")
         status = "FINISHED"
     finally:
         if parent:
-            client().set_terminated(parent, status)
+            with runlog.one_attempt():
+                try:
+                    client().set_terminated(parent, status)
+                except Exception as exc:
+                    if not runlog.unreachable(exc):
+                        raise
 
 
 def log_params(values: dict[str, Any]) -> None:
@@ -383,6 +396,7 @@ def download_checkpoint(uri: str) -> Path:
             else client().get_model_version(name, found["version"])
         )
     except MlflowException as exc:
+        access.raise_if_refused(exc, tracking_uri())
         raise DeblurError(
             f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
             "train and promote first, or pass a checkpoint path"
@@ -414,6 +428,7 @@ def _download(uri: str, into: Path) -> Path:
         with _env(quiet):
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
     except MlflowException as exc:
+        access.raise_if_refused(exc, tracking_uri())
         raise DeblurError(
             f"model {uri} not found in {tracking_uri()} ({exc.error_code}); "
             "train and promote first, or pass a checkpoint path"
@@ -466,7 +481,8 @@ def alias_holder(kind: str, alias: str):
 
     try:
         return client().get_model_version_by_alias(registered_name(kind), alias)
-    except MlflowException:
+    except MlflowException as exc:
+        access.raise_if_refused(exc, tracking_uri())
         return None
 
 
@@ -482,7 +498,9 @@ def champion(kind: str):
 
 
 def set_alias(kind: str, alias: str, version: str | int) -> None:
-    client().set_registered_model_alias(registered_name(kind), alias, str(version))
+    name = registered_name(kind)
+    with access.acting(f"move @{alias} of {name}", "EDIT on the registered model"):
+        client().set_registered_model_alias(name, alias, str(version))
 
 
 # --------------------------------------------------------------------------- stage hooks
@@ -494,7 +512,9 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
     The tag ties the version to the exact models/<kind>.pt file that `deblur evaluate`
     scores (the training state beside it, paths.train_state, stays out of the registry).
     """
-    mv = log_model(kind, Path(checkpoint))
+    name = registered_name(kind)
+    with access.acting(f"register a new version of {name}", "EDIT on the registered model"):
+        mv = log_model(kind, Path(checkpoint))
     client().set_model_version_tag(
         registered_name(kind), mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint)
     )

@@ -23,6 +23,11 @@ class World:
     # Launched by torchrun: a process group and DDP even for one process, so a one-GPU
     # run takes the same code path as a many-GPU one.
     distributed: bool = False
+    local_size: int = 1  # processes on this node (torchrun's LOCAL_WORLD_SIZE)
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.size // max(1, self.local_size))
 
     @property
     def main(self) -> bool:
@@ -36,6 +41,7 @@ def init(device: str = "auto") -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     dev = devices.resolve(device, local_rank)
     global _launcher_pid
     _launcher_pid = _launcher() if launched else None
@@ -43,10 +49,45 @@ def init(device: str = "auto") -> World:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        # CPU processes share the cores: without this each takes them all and they thrash.
+        # CPU processes share their node's cores: without this each takes them all and they
+        # thrash. A node's share is its own process count, not the world's.
         if dev.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
-    return World(rank=rank, size=size, device=dev, distributed=launched)
+            torch.set_num_threads(threads_per_process(local_size))
+    return World(rank, size, dev, distributed=launched, local_size=local_size)
+
+
+def threads_per_process(local_size: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, local_size))
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank, so all ranks stop after the same step."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=world.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def broadcast(world: World, obj):
+    """Rank 0's ``obj`` on every rank (a resume state only rank 0's disk holds)."""
+    if not world.distributed or world.size == 1:
+        return obj
+    box = [obj if world.main else None]
+    dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
+    return box[0]
+
+
+def hosts(world: World) -> list[str]:
+    """Each rank's host name, in rank order (on rank 0; the others get theirs alone)."""
+    import socket
+
+    name = socket.gethostname()
+    if not world.distributed or world.size == 1:
+        return [name]
+    names: list[str | None] = [None] * world.size
+    dist.all_gather_object(names, name)
+    return [str(n) for n in names]
 
 
 def barrier(world: World) -> None:
@@ -100,6 +141,13 @@ def end_launcher(world: World) -> None:
     """Before this rank exits with a clean error: end torchrun, so it adds no report."""
     if world.distributed and _launcher_pid is not None and os.getppid() == _launcher_pid:
         os.kill(_launcher_pid, signal.SIGKILL)
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """A collective that broke because another rank (maybe on another node) went away."""
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(w in str(exc) for w in ("Gloo", "gloo", "NCCL"))
+    )
 
 
 def peer_failed(world: World, grace: float = PEER_GRACE) -> bool:

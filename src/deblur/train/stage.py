@@ -7,16 +7,18 @@ and, for a complete run, a new registered version of the model.
 
 from __future__ import annotations
 
+import json
 import shutil
 from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
-from deblur import fsutil, models, paths, tracking
+from deblur import access, fsutil, models, paths, runlog, tracking
 from deblur.errors import DeblurError
-from deblur.train import checkpoint, distributed
+from deblur.train import checkpoint, distributed, preempt
 from deblur.train import data as train_data
+from deblur.train import resume as train_resume
 from deblur.train.loop import Trainer
 
 
@@ -47,46 +49,127 @@ def run(
     """
     world = distributed.init(device)
     try:
-        return _run(kind, params, world, resume, stop_after)
+        with preempt.on_sigterm():
+            return _run(kind, params, world, resume, stop_after)
     except DeblurError:
         distributed.end_launcher(world)  # torchrun would bury this rank's one line
         raise
-    except Exception:
+    except Exception as exc:
+        refused = access.refusal(exc, tracking.tracking_uri())
+        if refused is not None:
+            distributed.end_launcher(world)
+            raise DeblurError(refused) from None
         if distributed.peer_failed(world):  # a peer said why, in one line: add nothing
             raise SystemExit(1) from None
+        if world.size > 1 and distributed.is_peer_loss(exc):  # a peer on another node
+            distributed.end_launcher(world)
+            raise DeblurError(
+                f"train {kind}: rank {world.rank} lost its peers (a process on another node "
+                "ended; its own log says why); both nodes stop, rerun them together"
+            ) from None
         raise
     finally:
         distributed.shutdown(world)
 
 
 def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict[str, Any]:
+    logged = logged_params(kind, params)
+    mark = ""
     if world.main:
         tracking.setup()  # an unreachable server should fail now, not after the data loads
+        paths.train_metrics(kind).unlink(missing_ok=True)  # never leave an earlier run's
+        runlog.close_stale(tracking.client(), _recorded_runs(kind), tqdm.write)
+        mark = train_resume.fingerprint(logged)
     trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
-    if resume:
-        trainer.restore(checkpoint.load_state(kind))
+    payload = _resume_payload(kind, world, mark, resume)
+    if payload is not None:
+        trainer.restore(payload)
+        if world.main:
+            tqdm.write(
+                f"{kind}: resumed from step {trainer.state.step} (epoch "
+                f"{trainer.state.epoch + 1} of {trainer.cfg.epochs})"
+            )
     elif world.main:  # a fresh run: part-way checkpoints of an earlier one would lie
         shutil.rmtree(paths.curve_dir(kind), ignore_errors=True)
+        train_resume.clear(kind)
     if world.main:
         paths.curve_dir(kind).mkdir(parents=True, exist_ok=True)  # a DVC out, even if empty
-    if world.main:
-        with tracking.stage_run(
-            f"train-{kind}", params, logged=logged_params(kind, params)
-        ) as mlflow_run:
-            summary = _epochs(trainer, stop_after, mlflow_run.info.run_id)
-            tracking.log_artifacts([paths.train_plot(kind)])
-            if summary["complete"]:
-                mv = tracking.register_trained(kind, paths.checkpoint(kind))
-                summary["registered_version"] = int(mv.version)
-            fsutil.write_json(paths.train_metrics(kind), summary)
-    else:
-        summary = _epochs(trainer, stop_after, None)
+        if payload is not None:
+            train_resume.put_back_curve(kind)
+    if not world.main:
+        summary = _guarded(trainer, stop_after, None, mark)
+        distributed.barrier(world)
+        return summary
+    with tracking.stage_run(f"train-{kind}", params, logged=logged) as mlflow_run:
+        run_id = mlflow_run.info.run_id
+        parent = mlflow_run.data.tags.get(tracking.PARENT_TAG)
+        _record_run(kind, run_id, parent)
+        log = runlog.RunLog(tracking.client(), run_id, tracking.tracking_uri(), tqdm.write)
+        log.tag_also = [parent] if parent else []
+        trainer.should_stop = lambda: preempt.requested() or log.lost
+        summary = _guarded(trainer, stop_after, log, mark)
+        try:
+            log.flush(wait=True)
+        except runlog.TrackingLost as exc:
+            raise runlog.TrackingLost(f"{exc}; {_how_to_continue(kind)}") from None
+        tracking.log_artifacts([paths.train_plot(kind)])
+        if summary["complete"]:
+            mv = tracking.register_trained(kind, paths.checkpoint(kind))
+            summary["registered_version"] = int(mv.version)
+            train_resume.clear(kind)
+        fsutil.write_json(paths.train_metrics(kind), summary)
     distributed.barrier(world)
     return summary
 
 
-def _log_steps(step: int, loss: float) -> None:
-    tracking.log_epoch({"step_loss": loss}, step=step)
+def _resume_payload(kind: str, world, mark: str, resume: bool) -> dict[str, Any] | None:
+    """What this run continues from, read on rank 0 and sent to the others (their disks
+    need not hold it): --resume's models/ files, else a matching resume state, else None."""
+    payload = None
+    if world.main and resume:
+        payload = checkpoint.load_state(kind)
+    elif world.main:
+        payload, why = train_resume.load(kind, mark)
+        if why:
+            tqdm.write(f"{kind}: not resuming: {why}; training from the start")
+    return distributed.broadcast(world, payload)
+
+
+def _how_to_continue(kind: str) -> str:
+    return (
+        f"resume state in {paths.resume_dir(kind)}; run `dvc repro` (or `deblur train "
+        f"{kind}`) again to continue from it"
+    )
+
+
+def _guarded(trainer: Trainer, stop_after: int | None, log, mark: str) -> dict[str, Any]:
+    """_epochs, and what an early stop leaves: the resume state and one line on why."""
+    kind = trainer.kind
+    try:
+        return _epochs(trainer, stop_after, log, mark)
+    except preempt.Stop:
+        if trainer.world.main:
+            train_resume.save(trainer, mark)
+        where = f"stopped after step {trainer.state.step}; {_how_to_continue(kind)}"
+        if log is not None and log.lost:
+            raise log.lost_error(where) from None
+        raise preempt.Preempted(f"train {kind}: SIGTERM: {where}") from None
+
+
+def _recorded_runs(kind: str) -> list[str]:
+    record = paths.resume_dir(kind) / "runs.json"
+    try:
+        return [r for r in json.loads(record.read_text()) if isinstance(r, str)]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _record_run(kind: str, run_id: str, parent: str | None) -> None:
+    """The run (and pipeline run) now in flight, for the next start to close if a SIGKILL
+    or a lost server leaves them RUNNING."""
+    paths.resume_dir(kind).mkdir(parents=True, exist_ok=True)
+    ids = [run_id] + ([parent] if parent else [])
+    fsutil.write_text(paths.resume_dir(kind) / "runs.json", json.dumps(ids))
 
 
 def curve_epochs(cfg) -> dict[int, int]:
@@ -100,7 +183,7 @@ def curve_epochs(cfg) -> dict[int, int]:
     return marks
 
 
-def _save(trainer: Trainer) -> None:
+def _save(trainer: Trainer, mark: str) -> None:
     trainer.save()
     frame = pd.DataFrame(trainer.state.history)
     fsutil.write_text(paths.train_plot(trainer.kind), frame.to_csv(index=False))
@@ -108,18 +191,34 @@ def _save(trainer: Trainer) -> None:
     if percent is not None:  # a copy of the checkpoint just written, for the quality curve
         with fsutil.atomic_path(paths.curve_checkpoint(trainer.kind, percent)) as tmp:
             shutil.copyfile(paths.checkpoint(trainer.kind), tmp)
+        train_resume.keep_curve(trainer.kind, paths.curve_checkpoint(trainer.kind, percent))
+    train_resume.save(trainer, mark)  # what a SIGKILL during the next epoch resumes from
 
 
-def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dict[str, Any]:
+def _world_tags(world) -> dict[str, str]:
+    """The world a run trained on; the hosts come from every rank (a collective)."""
+    names = distributed.hosts(world)
+    return {
+        "world.size": str(world.size),
+        "world.nodes": str(world.nodes),
+        "world.local_size": str(world.local_size),
+        "world.hosts": ",".join(dict.fromkeys(names)),
+    }
+
+
+def _epochs(trainer: Trainer, stop_after: int | None, log, mark: str) -> dict[str, Any]:
     cfg, world, state = trainer.cfg, trainer.world, trainer.state
     baseline = trainer.blurry_baseline() if world.main else {}
-    if world.main:
-        tracking.log_epoch(baseline, step=0)
-        tracking.log_params({"model.params": models.count_params(trainer.model)})
+    tags = _world_tags(world)
+    if log is not None:
+        log.metrics(baseline, step=0)
+        log.params({"model.params": models.count_params(trainer.model)})
+        log.tags(tags)  # on the pipeline run too: what `deblur runs` shows per row
+    on_steps = (lambda step, loss: log.metrics({"step_loss": loss}, step)) if log else None
     ran = 0
     while state.epoch < cfg.epochs and (stop_after is None or ran < stop_after):
         try:
-            row = trainer.train_epoch(on_steps=_log_steps if world.main else None)
+            row = trainer.train_epoch(on_steps=on_steps)
         except FloatingPointError as exc:
             last = f"epoch {state.epoch}" if state.epoch else "none yet"
             raise DeblurError(
@@ -133,13 +232,15 @@ def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dic
             row.update(trainer.validate())
             row = {"epoch": state.epoch, "step": state.step, **row}
             state.history.append(row)
-            _save(trainer)
-            tracking.log_epoch({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
+            _save(trainer, mark)
+            log.metrics({k: v for k, v in row.items() if k != "epoch"}, step=state.epoch)
             tqdm.write(
                 f"{trainer.kind} epoch {state.epoch}: loss {row['train_loss']:.4f}  "
                 f"val PSNR {row['val_psnr']:.2f} dB (blurry {baseline['val_psnr_blurry']:.2f})  "
                 f"SSIM {row['val_ssim']:.4f}  {row['samples_per_s']:.1f} samples/s"
             )
+        if distributed.any_rank(world, trainer.should_stop()):  # asked during validation
+            raise preempt.Stop(state.step)
         distributed.barrier(world)
     last = state.history[-1] if state.history else {}
     return {
@@ -152,7 +253,7 @@ def _epochs(trainer: Trainer, stop_after: int | None, run_id: str | None) -> dic
         "val_ssim": last.get("val_ssim"),
         "samples_per_s": last.get("samples_per_s"),
         "params": models.count_params(trainer.model),
-        "mlflow_run_id": run_id,
+        "mlflow_run_id": log.run_id if log else None,
         "world_size": world.size,
         **baseline,
     }
