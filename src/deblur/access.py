@@ -50,6 +50,11 @@ def acting(what: str, needs: str) -> Iterator[None]:
     token = _acting.set((what, needs))
     try:
         yield
+    except Exception as exc:
+        # The refusal is turned into its line further up, once this context is gone.
+        if status_of(exc) in (401, 403) and not hasattr(exc, "deblur_action"):
+            exc.deblur_action = (what, needs)
+        raise
     finally:
         _acting.reset(token)
 
@@ -66,7 +71,7 @@ def status_of(exc: BaseException) -> int | None:
 
 
 def _action(exc: BaseException) -> tuple[str, str]:
-    named = _acting.get()
+    named = getattr(exc, "deblur_action", None) or _acting.get()
     if named is not None:
         return named
     found = _REFUSED.search(str(exc))

@@ -42,9 +42,12 @@ def patience() -> float:
 
 
 @contextmanager
-def one_attempt(timeout_s: float = 10.0) -> Iterator[None]:
+def one_attempt(timeout_s: int = 10) -> Iterator[None]:
     """MLflow requests inside make one attempt each (its default: 7 with backoff)."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    keys = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
+    }
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
     try:
