@@ -245,12 +245,28 @@ def bench(
     sizes: Annotated[
         str, typer.Option(help="With --serve: photo sizes, from 720p and 20mp.")
     ] = "720p,20mp",
+    tracking_cost: Annotated[
+        bool,
+        typer.Option(
+            "--tracking",
+            help="Instead: MLflow logging's cost per training step, local SQLite against "
+            "a tracking server with and without logins (started on loopback).",
+        ),
+    ] = False,
 ) -> None:
     """Measure inference per path, training, data loading and a no-op `dvc repro`.
 
     Each number is a median after a warm-up; all of them also go to reports/bench.csv.
     With --serve: the demo server's throughput, latency, 503s and RSS under load instead.
     """
+    if tracking_cost:
+        import json
+
+        from deblur.bench import tracking as cost
+
+        results = cost.bench_tracking()
+        typer.echo(json.dumps(results, indent=2) if as_json else cost.text(results))
+        return
     if serve_load:
         from deblur.bench import serve as load
 

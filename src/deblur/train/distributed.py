@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from deblur import device as devices
+from deblur.errors import DeblurError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,16 @@ def init(device: str = "auto") -> World:
     if launched and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        except Exception as exc:
+            if not is_peer_loss(exc):
+                raise
+            _end_own_launcher()  # as end_launcher: torchrun's report would bury the line
+            raise DeblurError(
+                f"rank {rank}: a peer process ended while the ranks were connecting (its "
+                "node's log says why); every node stops, rerun them together"
+            ) from None
         # CPU processes share their node's cores: without this each takes them all and they
         # thrash. A node's share is its own process count, not the world's.
         if dev.type == "cpu":
@@ -139,7 +149,12 @@ def _launcher() -> int | None:
 
 def end_launcher(world: World) -> None:
     """Before this rank exits with a clean error: end torchrun, so it adds no report."""
-    if world.distributed and _launcher_pid is not None and os.getppid() == _launcher_pid:
+    if world.distributed:
+        _end_own_launcher()
+
+
+def _end_own_launcher() -> None:
+    if _launcher_pid is not None and os.getppid() == _launcher_pid:
         os.kill(_launcher_pid, signal.SIGKILL)
 
 
