@@ -74,17 +74,18 @@ def test_summary_goes_to_the_step_summary_file(pr, tmp_path):
 def test_summary_reports_the_promotion_decision(pr, tmp_path, monkeypatch):
     from test_runs import registered
 
-    from deblur import fsutil, tracking
+    from deblur import fsutil
+    from deblur.tracking import registry
 
     monkeypatch.chdir(pr)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pr / 'mlflow.db'}")
     for text in ("v1", "v2"):
         fsutil.write_text("models/gan.pt", text)
         registered("gan", pr / "models" / "gan.pt")
-    tracking.set_alias("gan", tracking.CHAMPION, "1")
+    registry.set_alias("gan", registry.CHAMPION, "1")
     fsutil.write_text("models/ae.pt", "v1")
     registered("ae", pr / "models" / "ae.pt")
-    tracking.set_alias("ae", tracking.CHAMPION, "1")
+    registry.set_alias("ae", registry.CHAMPION, "1")
 
     proc = summarize(pr)  # no GITHUB_STEP_SUMMARY: printed
     assert proc.returncode == 0, proc.stderr

@@ -204,7 +204,7 @@ def test_resize_protocol_is_labelled(stores):
 
 def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     """The stage: both tables, eval.json, and an evaluate run in a real MLflow store."""
-    from deblur import tracking
+    from deblur.tracking import store
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -214,7 +214,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     monkeypatch.setattr(stage, "open_stores", lambda params: stores)
     metrics = stage.run(PARAMS, device="cpu")
     saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    logged = tracking.client().get_run(saved["mlflow_run_id"]).data.metrics
+    logged = store.client().get_run(saved["mlflow_run_id"]).data.metrics
     assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
     assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
@@ -233,7 +233,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
         curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
     )
     assert curve.loc[("gan", 50), "step"] == 10
-    history = tracking.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
+    history = store.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
 
     # evaluate.flips (on by default): each model again with the flip self-ensemble, under

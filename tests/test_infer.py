@@ -157,12 +157,10 @@ def test_resolve_model_forms(tmp_path, monkeypatch):
     with pytest.raises(DeblurError, match="unknown model 'vgg'.*models:/"):
         spec.resolve("vgg")
 
-    import deblur.tracking
+    from deblur.tracking import registry
 
     seen = []
-    monkeypatch.setattr(
-        deblur.tracking, "download_checkpoint", lambda uri: seen.append(uri) or tmp_path
-    )
+    monkeypatch.setattr(registry, "download_checkpoint", lambda uri: seen.append(uri) or tmp_path)
     assert spec.resolve("models:/deblur-gan@champion") == tmp_path
     assert seen == ["models:/deblur-gan@champion"]
 

@@ -23,8 +23,9 @@ from PIL import Image
 from servers import free_port, running
 from tiny_models import random_image, save_tiny
 
-from deblur import config, infer, tracking
+from deblur import config, infer
 from deblur.data.images import to_uint8
+from deblur.tracking import flavour, runs, store
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT = 120  # importing mlflow and torch in a fresh process, on a busy machine
@@ -41,7 +42,7 @@ def decode(text: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def registered_store(tmp_path_factory):
     """deblur-gan v1 @champion in a fresh SQLite store, from a tiny checkpoint.
 
     -> (the store's folder, the model, what logging it printed). Registering takes
@@ -59,18 +60,18 @@ def store(tmp_path_factory):
         handler = logging.FileHandler(log)
         logging.getLogger("mlflow").addHandler(handler)
         try:
-            with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-                mv = tracking.register_trained("gan", ckpt)
+            with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+                mv = flavour.register_trained("gan", ckpt)
         finally:
             logging.getLogger("mlflow").removeHandler(handler)
-        tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
+        store.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     return root, model, log.read_text()
 
 
 @pytest.fixture
-def champion(store, monkeypatch):
+def champion(registered_store, monkeypatch):
     """The store as this test's cwd and tracking URI, with no models/ to fall back on."""
-    root, model, _ = store
+    root, model, _ = registered_store
     monkeypatch.chdir(root / "models")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     return model
@@ -100,10 +101,10 @@ def test_demo_page_serves_the_champion(champion):
     assert find_model("ae", torch.device("cpu")).model is None  # no champion, no models/ae.pt
 
 
-def test_the_model_is_logged_from_code_with_nothing_pickled(champion, store):
+def test_the_model_is_logged_from_code_with_nothing_pickled(champion, registered_store):
     import mlflow
 
-    printed = store[2]
+    printed = registered_store[2]
     assert "pickle" not in printed.lower(), printed
     local = Path(mlflow.artifacts.download_artifacts("models:/deblur-gan@champion"))
     assert not list(local.rglob("*.pkl"))
@@ -112,8 +113,8 @@ def test_the_model_is_logged_from_code_with_nothing_pickled(champion, store):
     assert info.signature.outputs.input_names() == ["image"]
 
 
-def test_champion_serves_image_files(champion, store):
-    root = store[0]
+def test_champion_serves_image_files(champion, registered_store):
+    root = registered_store[0]
     log = root / f"serve-{os.getpid()}.log"  # a file, not a pipe nobody drains
     port = free_port()
     url = f"http://127.0.0.1:{port}"

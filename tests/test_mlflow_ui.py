@@ -13,13 +13,14 @@ from servers import free_port, running
 from test_browser import CHROMIUM, CHROMIUM_ARGS, chromium  # noqa: F401 (a fixture)
 from test_runs import pipeline, scores
 
-from deblur import config, tracking
+from deblur import config
+from deblur.tracking import store
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
+def tracking_store(tmp_path, monkeypatch) -> Path:
     """Two pipeline runs (two DVC experiments that differ in the GAN's learning rate)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -31,15 +32,15 @@ def store(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_the_experiment_opens_on_one_row_per_pipeline_run(chromium, store, tmp_path):  # noqa: F811
-    exp_id = tracking.client().get_experiment_by_name(tracking.EXPERIMENT).experiment_id
+def test_the_experiment_opens_on_one_row_per_pipeline_run(chromium, tracking_store, tmp_path):  # noqa: F811
+    exp_id = store.client().get_experiment_by_name(store.EXPERIMENT).experiment_id
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow = str(Path(sys.executable).parent / "mlflow")
-    cmd = [mlflow, "ui", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}"]
+    cmd = [mlflow, "ui", "--backend-store-uri", f"sqlite:///{tracking_store / 'mlflow.db'}"]
     cmd += ["--host", "127.0.0.1", "--port", str(port)]
     with (
-        running(cmd, url, "/health", tmp_path / "mlflow.log", timeout=120, cwd=store),
+        running(cmd, url, "/health", tmp_path / "mlflow.log", timeout=120, cwd=tracking_store),
         chromium() as pw,
     ):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

@@ -94,10 +94,7 @@ def test_a_few_steps_lower_the_l1_loss_and_train_every_weight(kind):
 def test_discriminator_scores_patches():
     disc = models.build_discriminator({"channels": 8, "n_layers": 3})
     x = torch.rand(2, 3, 64, 64)
-    logits = disc(x)
-    assert logits.shape == (2, 1, 6, 6)  # 64 -> 32 -> 16 -> 8 -> 7 -> 6
-    p = disc.probability(x)
-    assert torch.allclose(p, torch.sigmoid(logits)) and ((p > 0) & (p < 1)).all()
+    assert disc(x).shape == (2, 1, 6, 6)  # 64 -> 32 -> 16 -> 8 -> 7 -> 6
 
 
 def test_build_rejects_unknown_kind_and_bad_config():

@@ -12,28 +12,29 @@ import pytest
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import config, tracking
+from deblur import config
+from deblur.tracking import flavour, registry, runs, store
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def registered_store(tmp_path_factory):
     """deblur-gan v1 @champion in a fresh SQLite store (its artifacts under mlruns/)."""
     root = tmp_path_factory.mktemp("registry")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         save_tiny(ckpt := root / "models" / "gan.pt", "gan")
-        with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-            mv = tracking.register_trained("gan", ckpt)
-        tracking.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
+        with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+            mv = flavour.register_trained("gan", ckpt)
+        store.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     return root
 
 
 @pytest.fixture
-def registry(store, tmp_path, monkeypatch):
+def champion_project(registered_store, tmp_path, monkeypatch):
     """A private copy of the store as the cwd and tracking URI, and an empty model cache."""
     root = tmp_path / "project"
-    shutil.copytree(store, root)
+    shutil.copytree(registered_store, root)
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
@@ -44,29 +45,29 @@ def _artifacts(root):
     return [p for p in root.iterdir() if p.is_dir() and p.name in ("mlruns", "mlartifacts")]
 
 
-def test_a_registered_version_is_downloaded_once(registry, tmp_path):
-    first = tracking.download_checkpoint("models:/deblur-gan@champion")
+def test_a_registered_version_is_downloaded_once(champion_project, tmp_path):
+    first = registry.download_checkpoint("models:/deblur-gan@champion")
     assert first.is_relative_to(tmp_path / "cache")
     before = first.read_bytes()
-    stores = _artifacts(registry)
+    stores = _artifacts(champion_project)
     assert stores, "the store keeps its artifacts beside mlflow.db"
     for folder in stores:  # with the artifacts gone, only the cache can answer
         shutil.rmtree(folder)
-    assert tracking.download_checkpoint("models:/deblur-gan@champion") == first
-    assert tracking.download_checkpoint("models:/deblur-gan/1") == first
+    assert registry.download_checkpoint("models:/deblur-gan@champion") == first
+    assert registry.download_checkpoint("models:/deblur-gan/1") == first
     assert first.read_bytes() == before
 
 
-def test_a_damaged_cache_entry_is_fetched_again(registry):
-    first = tracking.download_checkpoint("models:/deblur-gan/1")
+def test_a_damaged_cache_entry_is_fetched_again(champion_project):
+    first = registry.download_checkpoint("models:/deblur-gan/1")
     good = first.read_bytes()
     first.write_bytes(b"half a file")
-    again = tracking.download_checkpoint("models:/deblur-gan/1")
+    again = registry.download_checkpoint("models:/deblur-gan/1")
     assert again.read_bytes() == good
 
 
-def test_predict_from_the_registry_twice_prints_no_library_noise(registry):
-    Image.fromarray(random_image(24, 32)).save(registry / "shot.png")
+def test_predict_from_the_registry_twice_prints_no_library_noise(champion_project):
+    Image.fromarray(random_image(24, 32)).save(champion_project / "shot.png")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
     env.pop("PYTHONWARNINGS", None)
 
@@ -85,19 +86,19 @@ def test_predict_from_the_registry_twice_prints_no_library_noise(registry):
         assert proc.returncode == 0, proc.stderr
         assert "Warning" not in proc.stderr and "warn" not in proc.stderr.lower(), proc.stderr
         assert "Downloading artifacts" not in proc.stderr, proc.stderr
-    for folder in _artifacts(registry):
+    for folder in _artifacts(champion_project):
         shutil.rmtree(folder)
     third = predict("third")  # from the cache alone
     assert third.returncode == 0, third.stderr
-    assert (registry / "third" / "shot.png").is_file()
+    assert (champion_project / "third" / "shot.png").is_file()
 
 
-def test_registering_a_model_prints_no_mlflow_noise(registry, capfd):
-    save_tiny(ckpt := registry / "models" / "again.pt", "gan", seed=3)
+def test_registering_a_model_prints_no_mlflow_noise(champion_project, capfd):
+    save_tiny(ckpt := champion_project / "models" / "again.pt", "gan", seed=3)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with tracking.stage_run("train-gan", config.parse({}), sections=("seed",)):
-            tracking.register_trained("gan", ckpt)
+        with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+            flavour.register_trained("gan", ckpt)
     from_mlflow = [str(w.message)[:80] for w in seen if "mlflow" in w.filename]
     assert from_mlflow == []
     err = capfd.readouterr().err

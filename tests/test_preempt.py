@@ -44,7 +44,7 @@ def test_sigterm_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
 ):
     from mlflow import MlflowClient
 
-    from deblur import tracking
+    from deblur.tracking import store
     from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=3, curve=[0.34]))
@@ -80,9 +80,9 @@ def test_sigterm_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
     assert resumed["steps"] == whole["steps"] == 9
     assert (paths.curve_dir("ae") / "33.pt").is_file(), "the curve copy was put back"
 
-    tracking.setup()
+    store.setup()
     runs = MlflowClient().search_runs(
-        [tracking._experiment_id(MlflowClient())], order_by=["attributes.start_time ASC"]
+        [store.experiment_id(MlflowClient())], order_by=["attributes.start_time ASC"]
     )
     assert [r.info.status for r in runs] == ["FINISHED", "KILLED", "FINISHED"]
 

@@ -8,22 +8,22 @@ import sys
 
 import pytest
 
-from deblur import tracking
 from deblur.errors import DeblurError
 from deblur.promote import promote
+from deblur.tracking import registry, store
 
 
 @pytest.fixture
-def registry(tmp_path, monkeypatch):
+def versions(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client = tracking.client()
+    client = store.client()
     client.create_registered_model("deblur-gan")
 
     def add(psnr: float | None, ssim: float | None = 0.8) -> str:
         mv = client.create_model_version("deblur-gan", source=str(tmp_path))
         if psnr is not None:
-            tracking.tag_version("gan", mv.version, {"test_psnr": psnr, "test_ssim": ssim})
+            registry.tag_version("gan", mv.version, {"test_psnr": psnr, "test_ssim": ssim})
         return mv.version
 
     return client, add
@@ -33,16 +33,16 @@ def champion(client) -> str:
     return client.get_model_version_by_alias("deblur-gan", "champion").version
 
 
-def test_first_version_becomes_champion(registry):
-    client, add = registry
+def test_first_version_becomes_champion(versions):
+    client, add = versions
     v1 = add(25.0)
     promoted, account = promote("gan")
     assert promoted and champion(client) == v1
     assert "no current champion" in account
 
 
-def test_better_version_takes_over(registry):
-    client, add = registry
+def test_better_version_takes_over(versions):
+    client, add = versions
     add(25.0)
     promote("gan")
     v2 = add(25.5)
@@ -50,8 +50,8 @@ def test_better_version_takes_over(registry):
     assert promoted and champion(client) == v2
 
 
-def test_worse_version_becomes_challenger(registry):
-    client, add = registry
+def test_worse_version_becomes_challenger(versions):
+    client, add = versions
     v1 = add(25.0)
     promote("gan")
     v2 = add(24.0)
@@ -61,8 +61,8 @@ def test_worse_version_becomes_challenger(registry):
     assert "challenger" in account
 
 
-def test_tie_is_broken_by_ssim_and_a_full_tie_keeps_the_champion(registry):
-    client, add = registry
+def test_tie_is_broken_by_ssim_and_a_full_tie_keeps_the_champion(versions):
+    client, add = versions
     add(25.0, 0.80)
     promote("gan")
     v2 = add(25.0, 0.81)
@@ -71,8 +71,8 @@ def test_tie_is_broken_by_ssim_and_a_full_tie_keeps_the_champion(registry):
     assert not promote("gan")[0] and champion(client) == v2
 
 
-def test_dry_run_changes_nothing(registry):
-    client, add = registry
+def test_dry_run_changes_nothing(versions):
+    client, add = versions
     v1 = add(25.0)
     promote("gan")
     add(26.0)
@@ -81,15 +81,15 @@ def test_dry_run_changes_nothing(registry):
     assert champion(client) == v1
 
 
-def test_unscored_version_is_refused(registry):
-    _, add = registry
+def test_unscored_version_is_refused(versions):
+    _, add = versions
     add(None)
     with pytest.raises(DeblurError, match="deblur evaluate"):
         promote("gan")
 
 
-def test_cli_exit_codes(registry, tmp_path):
-    _, add = registry
+def test_cli_exit_codes(versions, tmp_path):
+    _, add = versions
     add(25.0)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     run = lambda *a: subprocess.run(  # noqa: E731
@@ -109,4 +109,4 @@ def test_experiment_copies_record_in_the_workspace_store(tmp_path, monkeypatch):
     copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert store.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"

@@ -73,9 +73,7 @@ def report_project(tmp_path, monkeypatch, evaluated):
     fsutil.write_json("metrics/train_gan.json", {"best_val_psnr": 25.1, "mlflow_run_id": "abc123"})
     fsutil.write_json("metrics/data.json", {"test": {"pairs": 3}, "train": {"pairs": 2}})
     logged = []
-    import deblur.tracking
-
-    monkeypatch.setattr(deblur.tracking, "log_report", lambda params, files: logged.append(files))
+    monkeypatch.setattr(render, "log_report", lambda params, files: logged.append(files))
     return tmp_path, models, test, logged
 
 

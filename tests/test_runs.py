@@ -1,7 +1,7 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
 A real SQLite store per test; the stage runs are opened as the stages open them
-(tracking.stage_run, tracking.log_evaluation).
+(deblur.tracking.runs.stage_run, deblur.tracking.stages.log_evaluation).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deblur import config, fsutil, runs, textable, tracking
+from deblur import config, fsutil, runs, textable
+from deblur.tracking import registry, stages, store
+from deblur.tracking import runs as tracked
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> Path:
+def tracking_store(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     for var in ("DEBLUR_PIPELINE_RUN", "DVC_STAGE", "DVC_EXP_NAME"):
@@ -45,23 +47,23 @@ def pipeline(params, metrics: dict, tags: dict | None = None) -> str:
     """What one `dvc repro` logs: both trainings, evaluate, report. Returns evaluate's id."""
     empty = pd.DataFrame({"model": ["gan"], "psnr": [1.0]})
     for kind in ("gan", "ae"):
-        with tracking.stage_run(f"train-{kind}", params, sections=("train",)):
-            tracking.log_epoch({"val_psnr": 25.0}, step=1)
-    run_id = tracking.log_evaluation(params, empty, empty, metrics, tags or {})
-    tracking.log_report(params, [])
+        with tracked.stage_run(f"train-{kind}", params, sections=("train",)):
+            tracked.log_epoch({"val_psnr": 25.0}, step=1)
+    run_id = stages.log_evaluation(params, empty, empty, metrics, tags or {})
+    stages.log_report(params, [])
     return run_id
 
 
-def test_one_pipeline_run_nests_its_stage_runs(store, monkeypatch):
+def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-1")
     params = config.parse({"train": {"gan": {"lr": 0.0005}}})
     pipeline(params, scores(26.3, 26.2))
-    c = tracking.client()
+    c = store.client()
     exp = c.get_experiment_by_name("deblur")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
     everything = c.search_runs([exp.experiment_id])
-    parents = [r for r in everything if r.data.tags.get(tracking.ROLE_TAG) == "pipeline"]
+    parents = [r for r in everything if r.data.tags.get(tracked.ROLE_TAG) == "pipeline"]
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in everything if r is not parent]
@@ -71,43 +73,43 @@ def test_one_pipeline_run_nests_its_stage_runs(store, monkeypatch):
         "train-ae",
         "train-gan",
     ]
-    assert {r.data.tags[tracking.PARENT_TAG] for r in children} == {parent.info.run_id}
-    assert {r.data.tags[tracking.PIPELINE_TAG] for r in everything} == {"ci-1"}
+    assert {r.data.tags[tracked.PARENT_TAG] for r in children} == {parent.info.run_id}
+    assert {r.data.tags[tracked.PIPELINE_TAG] for r in everything} == {"ci-1"}
     assert parent.info.status == "FINISHED"
     # The parent is the compare view's row: every param, the test metrics, commit, versions.
     assert parent.data.params["train.gan.lr"] == "0.0005"
     assert parent.data.metrics["gan.psnr"] == pytest.approx(26.3)
-    assert parent.data.tags[tracking.RESULTS_TAG] == "true" and "git.commit" in parent.data.tags
+    assert parent.data.tags[tracked.RESULTS_TAG] == "true" and "git.commit" in parent.data.tags
 
 
-def test_a_failed_stage_fails_its_pipeline_run(store, monkeypatch):
+def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-2")
     params = config.parse({})
-    with pytest.raises(RuntimeError), tracking.stage_run("train-gan", params):
+    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", params):
         raise RuntimeError("diverged")
-    parent = tracking.client().get_run(tracking.pipeline_parent("ci-2"))
+    parent = store.client().get_run(tracked.pipeline_parent("ci-2"))
     assert parent.info.run_name.startswith("repro ")
-    tracking.client().set_terminated(parent.info.run_id, "FAILED")  # undo pipeline_parent's reopen
+    store.client().set_terminated(parent.info.run_id, "FAILED")  # undo pipeline_parent's reopen
     statuses = {
         r.info.run_name: r.info.status
-        for r in tracking.client().search_runs([parent.info.experiment_id])
+        for r in store.client().search_runs([parent.info.experiment_id])
     }
     assert statuses["train-gan"] == "FAILED"
 
 
-def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(store):
+def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(tracking_store):
     params = config.parse({})
-    run_id = tracking.log_evaluation(params, pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
-    run = tracking.client().get_run(run_id)
-    assert tracking.PARENT_TAG not in run.data.tags
-    assert run.data.tags[tracking.RESULTS_TAG] == "true"
+    run_id = stages.log_evaluation(params, pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
+    run = store.client().get_run(run_id)
+    assert tracked.PARENT_TAG not in run.data.tags
+    assert run.data.tags[tracked.RESULTS_TAG] == "true"
     assert run.data.params["train.gan.lr"] == "0.001"
     assert [r.run_id for r in runs.collect()] == [run_id]
 
 
 def test_the_dvc_process_names_the_pipeline_run(tmp_path):
     """Stage commands run as children of one `dvc` process share a key; another dvc, not."""
-    probe = "from deblur.tracking import pipeline_key; print(pipeline_key())"
+    probe = "from deblur.tracking.runs import pipeline_key; print(pipeline_key())"
     fake = tmp_path / "dvc"  # stands in for dvc: runs two stage commands the way dvc does
     fake.write_text(
         "#!/bin/sh\n"
@@ -132,7 +134,7 @@ def test_the_dvc_process_names_the_pipeline_run(tmp_path):
 
 def registered(kind: str, checkpoint: Path) -> str:
     """A registry version tagged with the checkpoint's digest, as training registers it."""
-    c = tracking.client()
+    c = store.client()
     name = f"deblur-{kind}"
     if not c.search_registered_models(f"name='{name}'"):
         c.create_registered_model(name)
@@ -141,16 +143,16 @@ def registered(kind: str, checkpoint: Path) -> str:
     return str(mv.version)
 
 
-def test_runs_compares_three_pipeline_runs(store, monkeypatch):
+def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     for i, (lr, gan, ae) in enumerate(
         [(0.001, 26.1, 26.0), (0.0005, 26.4, 26.2), (0.002, 25.9, 26.3)]
     ):
         fsutil.write_text("models/gan.pt", f"weights {lr}")
-        version = registered("gan", store / "models" / "gan.pt")
+        version = registered("gan", tracking_store / "models" / "gan.pt")
         monkeypatch.setenv("DEBLUR_PIPELINE_RUN", f"sweep-{i}")
         params = config.parse({"train": {"gan": {"lr": lr}}})
         pipeline(params, scores(gan, ae), {"gan": {"test_psnr": gan}})
-    tracking.set_alias("gan", tracking.CHAMPION, "2")
+    registry.set_alias("gan", registry.CHAMPION, "2")
 
     rows = runs.collect()
     assert len(rows) == 3
@@ -177,7 +179,7 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     cli = subprocess.run(
         [sys.executable, "-m", "deblur", "runs", "--json", "--limit", "2"],
-        cwd=store,
+        cwd=tracking_store,
         env=env,
         capture_output=True,
         text=True,
@@ -187,7 +189,7 @@ def test_runs_compares_three_pipeline_runs(store, monkeypatch):
     assert [r["params"]["train.gan.lr"] for r in listed] == ["0.002", "0.0005"]
 
 
-def test_runs_without_a_store(store):
+def test_runs_without_a_store(tracking_store):
     assert runs.collect() == []
     assert "no pipeline runs" in runs.show(None, json_out=False)
-    assert not (store / "mlflow.db").exists()  # asking did not create an empty store
+    assert not (tracking_store / "mlflow.db").exists()  # asking did not create an empty store

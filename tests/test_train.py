@@ -30,7 +30,7 @@ def write_params(root: Path, raw: dict) -> Path:
 def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     from mlflow import MlflowClient
 
-    from deblur import tracking
+    from deblur.tracking import registry, store
     from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params())
@@ -47,7 +47,7 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     model = models.load(paths.checkpoint("ae"))
     assert not model.training
 
-    tracking.setup()
+    store.setup()
     run = MlflowClient().get_run(summary["mlflow_run_id"])
     assert run.info.run_name == "train-ae" and run.info.status == "FINISHED"
     assert run.data.tags["dvc.stage"] and "params.hash" in run.data.tags
@@ -56,18 +56,18 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     assert [m.step for m in history] == [1, 2]
     per_step = MlflowClient().get_metric_history(run.info.run_id, "step_loss")
     assert [m.step for m in per_step] == [3, 6]  # 3 steps per epoch, flushed at epoch ends
-    mv = tracking.version_of_checkpoint("ae", paths.checkpoint("ae"))
+    mv = registry.version_of_checkpoint("ae", paths.checkpoint("ae"))
     assert mv is not None and int(mv.version) == summary["registered_version"] == 1
 
 
 def test_registered_model_accepts_any_size(trained_project, smoke_params):
     import mlflow
 
-    from deblur import tracking
+    from deblur.tracking import store
     from deblur.train.stage import run as fit
 
     fit("ae", config.parse(smoke_params(epochs=1)), device="cpu")
-    tracking.setup()
+    store.setup()
     loaded = mlflow.pyfunc.load_model("models:/deblur-ae/1")
     for h, w in [(24, 32), (37, 53)]:  # base64 image files in, base64 PNGs out (pyfunc.py)
         x = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -176,7 +176,7 @@ def test_unreachable_tracking_server_is_one_line(trained_project, smoke_params, 
 def test_torchrun_two_process_gloo(trained_project, smoke_params):
     from mlflow import MlflowClient
 
-    from deblur import tracking
+    from deblur.tracking import store
 
     write_params(trained_project, smoke_params(epochs=1))
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -192,7 +192,7 @@ def test_torchrun_two_process_gloo(trained_project, smoke_params):
 
     summary = json.loads((paths.METRICS / "train_ae.json").read_text())
     assert summary["world_size"] == 2 and summary["complete"]
-    tracking.setup()
+    store.setup()
     runs = MlflowClient().search_runs(
         [MlflowClient().get_experiment_by_name("deblur").experiment_id]
     )

@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deblur import config, paths, tracking, verify
+from deblur import config, paths, textable, verify
 from deblur.errors import DeblurError
 from deblur.kinds import KINDS, LABELS
+from deblur.tracking import registry, store
 
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
@@ -42,29 +43,24 @@ def _command(args: list[str]) -> str:
     return out if len(out.splitlines()) > 2 else "_no change_"
 
 
+RESULT_COLUMNS = (("psnr", ".2f"), ("ssim", ".4f"), ("gain_db", "+.2f"), ("ms_per_mp", ".0f"))
+
+
 def results_section() -> str:
     metrics = json.loads(paths.EVAL_JSON.read_text()) if paths.EVAL_JSON.is_file() else {}
-    rows = [
-        "| model | PSNR (dB) | SSIM | gain (dB) | ms / MP |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for key in (*KINDS, "baseline", "blurry"):
-        m = metrics.get(key)
-        if not isinstance(m, dict):
-            continue
-        cells = [
+    body = [
+        [LABELS.get(key, key)]
+        + [
             f"{m[name]:{spec}}" if isinstance(m.get(name), int | float) else "–"
-            for name, spec in (
-                ("psnr", ".2f"),
-                ("ssim", ".4f"),
-                ("gain_db", "+.2f"),
-                ("ms_per_mp", ".0f"),
-            )
+            for name, spec in RESULT_COLUMNS
         ]
-        rows.append(f"| {LABELS.get(key, key)} | " + " | ".join(cells) + " |")
-    if len(rows) == 2:
+        for key in (*KINDS, "baseline", "blurry")
+        if isinstance(m := metrics.get(key), dict)
+    ]
+    if not body:
         return f"_n/a: {paths.EVAL_JSON} not found_"
-    return "\n".join(rows)
+    header = ["model", "PSNR (dB)", "SSIM", "gain (dB)", "ms / MP"]
+    return textable.markdown(header, body, ["---"] + ["---:"] * len(RESULT_COLUMNS))
 
 
 def verify_section(params, rev: str, regression_only: bool) -> str:
@@ -81,12 +77,12 @@ def verify_section(params, rev: str, regression_only: bool) -> str:
 
 def promotion_section() -> str:
     """Per model: the newest version, and whether it holds @champion now."""
-    if not tracking.store_exists():
+    if not store.exists():
         return "_n/a: no MLflow store_"
     lines = []
     for kind in KINDS:
-        newest = next(iter(tracking.versions(kind)), None)
-        holder = tracking.champion(kind)
+        newest = next(iter(registry.versions(kind)), None)
+        holder = registry.champion(kind)
         if newest is None:
             lines.append(f"- {LABELS[kind]}: no registered version")
         elif holder is not None and holder.version == newest.version:

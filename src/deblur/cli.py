@@ -37,6 +37,14 @@ def _params(path: Path | None):
     return config.load(path)
 
 
+def _params_or_defaults(path: Path | None):
+    """``path``, else ./params.yaml, else (outside a project) the defaults: the tools that
+    only need a model (predict, serve) run anywhere."""
+    from deblur import config
+
+    return _params(path) if path or config.DEFAULT_PARAMS.is_file() else config.parse({})
+
+
 @app.command()
 def download(params: ParamsOpt = None) -> None:
     """Fetch or render the raw dataset into data/raw/<data.name> (GoPro layout).
@@ -171,10 +179,7 @@ def predict(
     Gray stays gray, 16 bits stay 16 bits, alpha and the ICC profile are kept; what a
     format cannot keep (CMYK, palette, 16-bit colour PNG) is said per file (README, Formats).
     """
-    from deblur import config
-
-    # Outside a project (no ./params.yaml) the defaults apply: predict only needs a model.
-    p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    p = _params_or_defaults(params)
     from deblur import spec
     from deblur.predict import predict as run
 
@@ -296,10 +301,7 @@ def serve(
 
     Serves each registry champion, or models/<kind>.pt when the registry has none.
     """
-    from deblur import config
-
-    # Outside a project the defaults apply, as for predict.
-    p = _params(params) if params or config.DEFAULT_PARAMS.is_file() else config.parse({})
+    p = _params_or_defaults(params)
     from deblur.serve.app import run
 
     run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
@@ -430,7 +432,7 @@ def main() -> None:
 
 def _refused(exc: Exception) -> None:
     """A login the tracking server refused (401/403): its one line, not MLflow's traceback."""
-    from deblur import access
+    from deblur.tracking import access
 
     line = access.refusal(exc)
     if line is not None:

@@ -7,11 +7,12 @@ before it, a full tie keeps the champion. The scores are the test_<metric> tags 
 
 from __future__ import annotations
 
-from deblur import kinds, tracking
+from deblur import kinds
 from deblur.errors import DeblurError
 from deblur.metrics import METRICS
+from deblur.tracking import registry
 
-CHAMPION, CHALLENGER = tracking.CHAMPION, tracking.CHALLENGER
+CHAMPION, CHALLENGER = registry.CHAMPION, registry.CHALLENGER
 
 
 def scores(mv) -> tuple[float, ...] | None:
@@ -41,7 +42,7 @@ def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
     Returns (promoted, a human-readable account of the comparison).
     """
     name = kinds.registered_name(kind)
-    newest = next(iter(tracking.versions(kind)), None)
+    newest = next(iter(registry.versions(kind)), None)
     if newest is None:
         raise DeblurError(f"{name} has no registered version; run `deblur train {kind}` first")
     new = scores(newest)
@@ -49,7 +50,7 @@ def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
         raise DeblurError(
             f"{name} v{newest.version} has no test scores; run `deblur evaluate` first"
         )
-    holder = tracking.alias_holder(kind, CHAMPION)
+    holder = registry.alias_holder(kind, CHAMPION)
     old = scores(holder)
     line = f"{name} v{newest.version}: {describe(new)}"
     if holder is not None and holder.version == newest.version:
@@ -63,11 +64,11 @@ def promote(kind: str, dry_run: bool = False) -> tuple[bool, str]:
             else f"champion v{holder.version} has no scores"
         )
         if not dry_run:
-            tracking.set_alias(kind, CHAMPION, newest.version)
+            registry.set_alias(kind, CHAMPION, newest.version)
         verb = "would move" if dry_run else "moved"
         return True, f"{line} vs {against}: {verb} @{CHAMPION} to v{newest.version}"
     if not dry_run:
-        tracking.set_alias(kind, CHALLENGER, newest.version)
+        registry.set_alias(kind, CHALLENGER, newest.version)
     verb = "would stay" if dry_run else "stays"
     return False, (
         f"{line} vs champion v{holder.version}: {describe(old)}: "

@@ -1,6 +1,6 @@
 """The MLflow model: a deblur checkpoint behind MLflow's pyfunc interface.
 
-Logged as models-from-code (tracking.log_model hands MLflow this file's path): MLflow runs
+Logged as models-from-code (tracking.flavour.log_model hands MLflow this file's path): MLflow runs
 this file when it loads the model, so nothing is pickled and no CloudPickle warning prints.
 
 Input: a DataFrame with a string column ``image``, each cell an image file (PNG, JPEG,

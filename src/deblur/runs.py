@@ -1,6 +1,6 @@
 """`deblur runs`: every pipeline run in the tracking store, one row each, newest first.
 
-A pipeline run is the run tracking.log_evaluation marked with the test results (the parent
+A pipeline run is the run tracking.stages.log_evaluation marked with the test results (the parent
 of one `dvc repro` / `dvc exp run`, or a lone evaluate run): its params, commit, DVC
 experiment name, per-model test metrics and the registry version each model was scored as.
 Only the params that differ between the rows are shown, so a sweep reads as its grid.
@@ -12,8 +12,10 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from deblur import textable, tracking
+from deblur import textable
 from deblur.kinds import KINDS, LABELS
+from deblur.tracking import registry, store
+from deblur.tracking.runs import RESULTS_TAG
 
 # Per model, what a row shows: (metrics key in the run, column heading, format).
 FIGURES = {
@@ -48,19 +50,19 @@ def _model(kind: str, run, champions: dict[str, str | None]) -> dict | None:
 
 def collect(limit: int | None = None) -> list[PipelineRun]:
     """The pipeline runs of the store, newest first; [] when there is no store yet."""
-    if not tracking.store_exists():
+    if not store.exists():
         return []
-    c = tracking.client()
-    exp = c.get_experiment_by_name(tracking.EXPERIMENT)
+    c = store.client()
+    exp = c.get_experiment_by_name(store.EXPERIMENT)
     found = c.search_runs(
         [exp.experiment_id],
-        f"tags.`{tracking.RESULTS_TAG}` = 'true'",
+        f"tags.`{RESULTS_TAG}` = 'true'",
         max_results=limit or 1000,
         order_by=["attributes.start_time DESC"],
     )
     champions = {}
     for kind in KINDS:
-        holder = tracking.champion(kind)
+        holder = registry.champion(kind)
         champions[kind] = str(holder.version) if holder is not None else None
     rows = []
     for run in found:
@@ -133,7 +135,7 @@ def show(limit: int | None, json_out: bool) -> str:
     if json_out:
         return json.dumps(as_json(rows), indent=2)
     if not rows:
-        return f"no pipeline runs in {tracking.tracking_uri()} yet; run `dvc repro` first"
+        return f"no pipeline runs in {store.tracking_uri()} yet; run `dvc repro` first"
     return textable.text(*table(rows))
 
 

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from deblur import kinds, models, paths, tracking
+from deblur import kinds, models, paths
 from deblur.errors import DeblurError
 from deblur.models.blocks import pad_to_multiple
+from deblur.tracking import registry
 
 FORMS = (
     "gan, ae, a checkpoint path (*.pt), an ONNX export (*.onnx) "
@@ -31,17 +32,17 @@ def is_registry(spec: str | os.PathLike) -> bool:
 
 
 def champion_uri(kind: str) -> str:
-    return f"models:/{kinds.registered_name(kind)}@{tracking.CHAMPION}"
+    return f"models:/{kinds.registered_name(kind)}@{registry.CHAMPION}"
 
 
 def choose(kind: str) -> tuple[str, str] | None:
     """(spec, where it comes from, for people) of what serves ``kind`` by default: the
     registry's champion when the tracking store has one, else models/<kind>.pt; None when
     there is neither. predict's default and the demo server both ask this."""
-    mv = tracking.champion(kind)
+    mv = registry.champion(kind)
     if mv is not None:
         name = kinds.registered_name(kind)
-        return champion_uri(kind), f"{name} v{mv.version} @{tracking.CHAMPION} (MLflow registry)"
+        return champion_uri(kind), f"{name} v{mv.version} @{registry.CHAMPION} (MLflow registry)"
     path = paths.checkpoint(kind)
     if path.is_file():
         return kind, f"{path} (pipeline checkpoint)"
@@ -63,7 +64,7 @@ def resolve(spec: str | os.PathLike) -> Path:
             raise DeblurError(f"{path} not found; run `deblur train {text}` (or `dvc repro`)")
         return path
     if is_registry(text):
-        return tracking.download_checkpoint(text)
+        return registry.download_checkpoint(text)
     path = Path(text)
     if path.is_file():
         return path

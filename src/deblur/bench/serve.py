@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from deblur import textable
 from deblur.bench.timing import say
 from deblur.errors import DeblurError
 
@@ -224,15 +225,12 @@ def table(report: dict) -> str:
         [str(r[k]) if r[k] is not None else "-" for k in keys] + [str(r["peak_rss_mb"])]
         for r in report["levels"]
     ]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     idle = report["idle_rss_mb"]
-    lines.append(
-        f"idle RSS {idle['before']} MB before, {idle['after']} MB after "
+    return (
+        textable.text(head, rows, right=True)
+        + f"\nidle RSS {idle['before']} MB before, {idle['after']} MB after "
         f"(model {report['model']}, 1-min load {report['load_1min']})"
     )
-    return "\n".join(lines)
 
 
 def run(clients: list[int], sizes: list[str], quick: bool = False, as_json: bool = False):

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deblur import runlog
 from deblur.bench.serve import free_port, stop, wait_ready
 from deblur.bench.timing import say
 from deblur.errors import DeblurError
+from deblur.tracking import runlog
 
 LOG_EVERY = 10  # train/loop.py's cadence of the per-step loss curve
 ADMIN, PASSWORD = "admin", "bench-admin-password"

@@ -7,7 +7,7 @@ the run (as train/stage.py does for training).
 from __future__ import annotations
 
 from deblur import device as devices
-from deblur import fsutil, paths, spec, tracking
+from deblur import fsutil, paths, spec
 from deblur import models as zoo
 from deblur.data.dataset import PairStore
 from deblur.evaluate import tables
@@ -15,6 +15,7 @@ from deblur.evaluate.curve import score_curve
 from deblur.evaluate.protocol import evaluate, evaluate_options, tracks
 from deblur.kinds import KINDS
 from deblur.metrics import METRICS
+from deblur.tracking.stages import log_evaluation
 
 
 def write_outputs(per_image, results, metrics, curve) -> None:
@@ -59,9 +60,7 @@ def run(params, device: str = "auto") -> dict:
     print(results.to_string(index=False))
     for key, scores in metrics.get("options", {}).items():
         print(f"option {key}: " + ", ".join(f"{k} {v}" for k, v in scores.items()))
-    run_id = tracking.log_evaluation(
-        params, results, per_image, metrics, version_tags(metrics), curve
-    )
+    run_id = log_evaluation(params, results, per_image, metrics, version_tags(metrics), curve)
     if isinstance(run_id, str):  # so the report can name the run behind its numbers
         metrics["mlflow_run_id"] = run_id
         fsutil.write_json(paths.EVAL_JSON, metrics)

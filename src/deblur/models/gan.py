@@ -44,9 +44,9 @@ class Generator(UNet):
 class Discriminator(nn.Module):
     """PatchGAN (pix2pix): conv + batch norm + LeakyReLU, one real/fake score per patch.
 
-    ``forward`` returns logits, not the seed's sigmoid probabilities: the losses apply the
-    sigmoid themselves (BCE-with-logits is the numerically safe form of sigmoid + BCE,
-    and LSGAN/WGAN want the raw score). ``probability`` is the seed's sigmoid output.
+    ``forward`` returns logits, not the reference study's sigmoid probabilities: the losses
+    apply the sigmoid themselves (BCE-with-logits is the numerically safe form of sigmoid +
+    BCE, and LSGAN/WGAN want the raw score).
     With n_layers=3 each score sees a 70x70 patch; inputs need sides >= 3 * 2**n_layers.
     """
 
@@ -70,6 +70,3 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def probability(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(x))

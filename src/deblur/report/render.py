@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from deblur import fsutil, paths, runs, spec, tracking
+from deblur import fsutil, paths, runs, spec
 from deblur.config import flatten
 from deblur.data.dataset import PairStore
 from deblur.data.images import read_rgb, to_uint8
@@ -28,6 +28,8 @@ from deblur.infer import deblur_image
 from deblur.kinds import KINDS
 from deblur.metrics import METRICS, SHARPNESS, psnr, sharpness
 from deblur.report import figures
+from deblur.tracking.stages import log_report
+from deblur.tracking.store import tracking_uri
 
 TEMPLATES = paths.TEMPLATES
 SHOWN_PARAMS = ("seed", "data", "preprocess", "train", "evaluate")
@@ -157,10 +159,6 @@ def run_ids() -> list[dict]:
         {"stage": stage, "run_id": _read_json(path).get("mlflow_run_id") or NA}
         for stage, path in sources.items()
     ]
-
-
-def _tracking_uri() -> str:
-    return tracking.tracking_uri()
 
 
 # --------------------------------------------------------------------------- samples
@@ -388,7 +386,7 @@ def build_context(params, models, store, fig_dir: Path) -> dict:
         "train_table": train_table(trained),
         "experiments": experiments_section(fig_dir),
         "run_ids": run_ids(),
-        "tracking_uri": _tracking_uri(),
+        "tracking_uri": tracking_uri(),
         "params_yaml": yaml.safe_dump({k: dump[k] for k in SHOWN_PARAMS}, sort_keys=False),
         "params_hash": params.section_hash(*SHOWN_PARAMS),
     }
@@ -406,5 +404,5 @@ def run(params, models=None, store=None) -> list[Path]:
     md, html = render(context, paths.REPORTS)
     written = [md, html, *sorted(paths.FIGURES.glob("*.png"))]
     print(f"wrote {md} and {html} ({len(written) - 2} figures)")
-    tracking.log_report(params, written)
+    log_report(params, written)
     return written

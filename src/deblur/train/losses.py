@@ -149,14 +149,6 @@ def adversarial(name: str) -> Adversarial:
     return _pick(ADVERSARIAL, name, "train gan adversarial loss")
 
 
-def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    return adversarial(kind).d(real, fake)
-
-
-def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    return adversarial(kind).g(fake)
-
-
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP: keep the critic 1-Lipschitz along lines between real and generated images."""
     eps = torch.rand(real.size(0), 1, 1, 1, device=real.device)

@@ -14,8 +14,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from deblur import access, fsutil, models, paths, runlog, tracking
+from deblur import fsutil, models, paths
 from deblur.errors import DeblurError
+from deblur.tracking import access, flavour, runlog, runs, store
 from deblur.train import checkpoint, distributed, preempt
 from deblur.train import data as train_data
 from deblur.train import resume as train_resume
@@ -55,7 +56,7 @@ def run(
         distributed.end_launcher(world)  # torchrun would bury this rank's one line
         raise
     except Exception as exc:
-        refused = access.refusal(exc, tracking.tracking_uri())
+        refused = access.refusal(exc, store.tracking_uri())
         if refused is not None:
             distributed.end_launcher(world)
             raise DeblurError(refused) from None
@@ -76,9 +77,9 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
     logged = logged_params(kind, params)
     mark = ""
     if world.main:
-        tracking.setup()  # an unreachable server should fail now, not after the data loads
+        store.setup()  # an unreachable server should fail now, not after the data loads
         paths.train_metrics(kind).unlink(missing_ok=True)  # never leave an earlier run's
-        runlog.close_stale(tracking.client(), _recorded_runs(kind), tqdm.write)
+        runlog.close_stale(store.client(), _recorded_runs(kind), tqdm.write)
         mark = train_resume.fingerprint(logged)
     trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
     payload = _resume_payload(kind, world, mark, resume)
@@ -100,11 +101,11 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
         summary = _guarded(trainer, stop_after, None, mark)
         distributed.barrier(world)
         return summary
-    with tracking.stage_run(f"train-{kind}", params, logged=logged) as mlflow_run:
+    with runs.stage_run(f"train-{kind}", params, logged=logged) as mlflow_run:
         run_id = mlflow_run.info.run_id
-        parent = mlflow_run.data.tags.get(tracking.PARENT_TAG)
+        parent = mlflow_run.data.tags.get(runs.PARENT_TAG)
         _record_run(kind, run_id, parent)
-        log = runlog.RunLog(tracking.client(), run_id, tracking.tracking_uri(), tqdm.write)
+        log = runlog.RunLog(store.client(), run_id, store.tracking_uri(), tqdm.write)
         log.tag_also = [parent] if parent else []
         trainer.should_stop = lambda: preempt.requested() or log.lost
         summary = _guarded(trainer, stop_after, log, mark)
@@ -112,9 +113,9 @@ def _run(kind: str, params, world, resume: bool, stop_after: int | None) -> dict
             log.flush(wait=True)
         except runlog.TrackingLost as exc:
             raise runlog.TrackingLost(f"{exc}; {_how_to_continue(kind)}") from None
-        tracking.log_artifacts([paths.train_plot(kind)])
+        runs.log_artifacts([paths.train_plot(kind)])
         if summary["complete"]:
-            mv = tracking.register_trained(kind, paths.checkpoint(kind))
+            mv = flavour.register_trained(kind, paths.checkpoint(kind))
             summary["registered_version"] = int(mv.version)
             train_resume.clear(kind)
         fsutil.write_json(paths.train_metrics(kind), summary)

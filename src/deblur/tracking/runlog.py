@@ -23,7 +23,8 @@ from typing import Any
 
 from deblur.errors import DeblurError
 
-FLUSH_EVERY_S = 5.0
+FLUSH_EVERY_S = 15.0
+RETRY_EVERY_S = 5.0  # while the server is unreachable
 MAX_BATCH = 1000  # MLflow's cap on metrics per log_batch (and 100 params)
 PATIENCE_ENV = "DEBLUR_TRACKING_PATIENCE_S"
 DEFAULT_PATIENCE_S = 120.0
@@ -62,7 +63,7 @@ def one_attempt(timeout_s: int = 10) -> Iterator[None]:
 
 def unreachable(exc: BaseException) -> bool:
     """A failure that says nothing about the request (server down, restarting, 5xx)."""
-    from deblur.access import status_of
+    from deblur.tracking.access import status_of
 
     status = status_of(exc)
     if status is not None and status >= 500:
@@ -160,9 +161,8 @@ class RunLog:
         """Send what is queued if FLUSH_EVERY_S passed (now, with ``wait``; then retried
         until sent or the patience is spent: TrackingLost)."""
         full = len(self.metrics_q) >= MAX_BATCH
-        if not self.pending() or (
-            not wait and not full and self.clock() - self.last_try < FLUSH_EVERY_S
-        ):
+        every = FLUSH_EVERY_S if self.down_since is None else RETRY_EVERY_S
+        if not self.pending() or (not wait and not full and self.clock() - self.last_try < every):
             return
         while True:
             self.last_try = self.clock()
