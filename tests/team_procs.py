@@ -39,13 +39,18 @@ class Watched:
     def wait_for(self, text: str, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while not any(text in line for line in self.lines):
-            assert self.proc.poll() is None or any(text in line for line in self.lines), self.out
-            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.out}"
+            assert self.proc.poll() is None or any(text in line for line in self.lines), self.tail
+            assert time.monotonic() < deadline, f"no {text!r} within {timeout} s:\n{self.tail}"
             time.sleep(0.05)
 
     @property
     def out(self) -> str:
-        return "".join(self.lines)[-4000:]
+        """All of it (search this); failure messages show its end: ``tail``."""
+        return "".join(self.lines)
+
+    @property
+    def tail(self) -> str:
+        return self.out[-4000:]
 
     def errors(self) -> list[str]:
         return [line.strip() for line in self.lines if line.startswith("error: ")]

@@ -48,7 +48,7 @@ def test_a_server_that_comes_back_loses_nothing(prepared, smoke_params, tmp_path
     # the server is gone (ended by its PID) while training goes on; then it is back
     training.wait_for("unreachable since", timeout=120)
     with mlflow_server(tmp_path / "server", backend, port=port) as url:
-        assert training.wait(timeout=600) == 0, training.out
+        assert training.wait(timeout=600) == 0, training.tail
         assert "is back after" in training.out
         summary = yaml.safe_load((root / "metrics" / "train_ae.json").read_text())
         client = _client(url)
@@ -74,16 +74,16 @@ def test_a_server_that_never_returns_stops_with_one_line(prepared, smoke_params,
     gone = time.monotonic()
     code = training.wait(timeout=300)
     took = time.monotonic() - gone
-    assert code == 1 and took < 60, (code, took, training.out)
+    assert code == 1 and took < 60, (code, took, training.tail)
     assert "Traceback" not in training.out
-    assert sum("unreachable since" in line for line in training.lines) == 1, training.out
+    assert sum("unreachable since" in line for line in training.lines) == 1, training.tail
     (error,) = training.errors()
     assert "unreachable for" in error and "resume state in models/resume/ae" in error, error
     assert (root / "models" / "resume" / "ae" / "state.pt").is_file()
 
     with mlflow_server(tmp_path / "server", backend, port=port) as url:
         again = _train(root, url, patience=5)
-        assert again.wait(timeout=600) == 0, again.out
+        assert again.wait(timeout=600) == 0, again.tail
         assert "left RUNNING, as FAILED" in again.out and "resumed from step" in again.out
         client = _client(url)
         runs = client.search_runs(

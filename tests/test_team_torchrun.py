@@ -56,7 +56,7 @@ def test_two_agents_one_writer_world_recorded_resume_from_node_0(
     port = free_port()
     agents = [_agent(a, 0, port, server), _agent(b, 1, port, server)]
     for agent in agents:
-        assert agent.wait(timeout=600) == 0, agent.out
+        assert agent.wait(timeout=600) == 0, agent.tail
     assert (a / "models" / "ae.pt").is_file() and (a / "metrics" / "train_ae.json").is_file()
     assert not (b / "models" / "ae.pt").exists(), "node-rank 1 wrote a DVC out"
     assert not (b / "metrics" / "train_ae.json").exists()
@@ -74,7 +74,7 @@ def test_two_agents_one_writer_world_recorded_resume_from_node_0(
     port = free_port()
     agents = [_agent(a, 0, port, server, "--resume"), _agent(b, 1, port, server, "--resume")]
     for agent in agents:
-        assert agent.wait(timeout=600) == 0, agent.out
+        assert agent.wait(timeout=600) == 0, agent.tail
     resumed = yaml.safe_load((a / "metrics" / "train_ae.json").read_text())
     assert resumed["epochs"] == 2 and resumed["steps"] == 2 * summary["steps"]
     assert not (b / "models").exists() or not (b / "models" / "ae.pt").exists()
@@ -85,7 +85,7 @@ def test_a_node_that_never_joins_fails_within_a_minute(prepared, smoke_params, t
     started = time.monotonic()
     alone = _agent(a, 0, free_port(), "http://127.0.0.1:9")
     code = alone.wait(timeout=120)
-    assert code != 0 and time.monotonic() - started < 60, alone.out
+    assert code != 0 and time.monotonic() - started < 60, alone.tail
 
 
 def test_a_failure_on_either_node_ends_both(prepared, smoke_params, tmp_path, server):
@@ -95,10 +95,10 @@ def test_a_failure_on_either_node_ends_both(prepared, smoke_params, tmp_path, se
     port = free_port()
     agents = [_agent(a, 0, port, server), _agent(b, 1, port, server)]
     codes = [agent.wait(timeout=300) for agent in agents]
-    assert all(code != 0 for code in codes), [agent.out for agent in agents]
+    assert all(code != 0 for code in codes), [agent.tail for agent in agents]
     for agent in agents:
-        assert "Traceback" not in agent.out, agent.out
-        assert len(agent.errors()) == 1, agent.out
+        assert "Traceback" not in agent.out, agent.tail
+        assert len(agent.errors()) == 1, agent.tail
     assert "data/processed" in agents[1].errors()[0]
     assert "lost its peers" in agents[0].errors()[0]
 
