@@ -30,10 +30,13 @@ def _copy(prepared: Path, root: Path, raw: dict) -> Path:
     return root
 
 
-def _agent(root: Path, rank: int, port: int, url: str, *extra: str) -> Watched:
+def _agent(
+    root: Path, rank: int, port: int, url: str, *extra: str, launcher: str = "torchrun"
+) -> Watched:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
     env |= {"MLFLOW_TRACKING_URI": url, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank)]
+    start = [str(TORCHRUN)] if launcher == "torchrun" else [sys.executable, "-m", launcher]
+    cmd = [*start, "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank)]
     cmd += ["--master-addr", "127.0.0.1", "--master-port", str(port)]
     cmd += ["--rdzv-conf", f"timeout={RDZV_TIMEOUT}"]
     cmd += ["-m", "deblur", "train", "ae", "--device", "cpu", *extra]
@@ -80,12 +83,16 @@ def test_two_agents_one_writer_world_recorded_resume_from_node_0(
     assert not (b / "models").exists() or not (b / "models" / "ae.pt").exists()
 
 
-def test_a_node_that_never_joins_fails_within_a_minute(prepared, smoke_params, tmp_path):
+@pytest.mark.parametrize("launcher", ["torchrun", "deblur.launch"])
+def test_a_node_that_never_joins_fails_within_a_minute(prepared, smoke_params, tmp_path, launcher):
     a = _copy(prepared, tmp_path / "node0", smoke_params(epochs=1))
     started = time.monotonic()
-    alone = _agent(a, 0, free_port(), "http://127.0.0.1:9")
+    alone = _agent(a, 0, free_port(), "http://127.0.0.1:9", launcher=launcher)
     code = alone.wait(timeout=120)
     assert code != 0 and time.monotonic() - started < 60, alone.tail
+    if launcher == "deblur.launch":  # torchrun itself prints its traceback
+        assert alone.lines and len(alone.errors()) == 1 and "Traceback" not in alone.out
+        assert "did not meet" in alone.errors()[0] and "timeout" in alone.errors()[0]
 
 
 def test_a_failure_on_either_node_ends_both(prepared, smoke_params, tmp_path, server):

@@ -142,7 +142,7 @@ def _launcher() -> int | None:
         command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return None  # no /proc: leave the launcher alone, its report is only noise
-    if b"torchrun" in command or b"torch.distributed.run" in command:
+    if any(name in command for name in (b"torchrun", b"torch.distributed.run", b"deblur.launch")):
         return parent
     return None
 
