@@ -17,6 +17,7 @@ from team_procs import Watched
 from team_servers import mlflow_server
 
 pytestmark = pytest.mark.slow
+OUTAGE_S = 60  # how long the server stays away in the case that comes back
 
 
 def _workspace(prepared, root, raw):
@@ -45,8 +46,10 @@ def test_a_server_that_comes_back_loses_nothing(prepared, smoke_params, tmp_path
     with mlflow_server(tmp_path / "server", backend, port=port) as url:
         training = _train(root, url, patience=300)
         training.wait_for("ae epoch 1:")
-    # the server is gone (ended by its PID) while training goes on; then it is back
+    # the server is gone (ended by its PID) for a minute while training goes on
+    gone = time.monotonic()
     training.wait_for("unreachable since", timeout=120)
+    time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - gone)))
     with mlflow_server(tmp_path / "server", backend, port=port) as url:
         assert training.wait(timeout=600) == 0, training.tail
         assert "is back after" in training.out
