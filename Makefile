@@ -13,15 +13,16 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml's stages call `deblur`: the venv's, whether or not the user activated it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup chromium postgresql repro test test-slow lint format bench serve mlflow-ui mlflow-server sweep runs clean help
+.PHONY: setup chromium postgresql java spark-cluster repro test test-slow lint format bench serve mlflow-ui mlflow-server sweep runs clean help
 
 help:
 	@echo "make repro   set up .venv if needed, then run the whole DVC pipeline (dvc repro)"
 	@echo "make test    set up .venv if needed, then lint and run the tests"
 	@echo "make sweep   a grid of DVC experiments, two at a time, into the tracking server"
 	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | runs | test-slow | clean"
+	@echo "make spark-cluster   a Spark standalone master + worker on 127.0.0.1 (docs/batch.md)"
 
-setup: postgresql
+setup: postgresql java
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
 		echo "setup: .venv is up to date"; \
 	else \
@@ -61,6 +62,27 @@ postgresql:
 		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql-15 >/dev/null; } \
 		|| echo "setup: warning: could not install postgresql-15; the team tests will skip"; \
 	fi
+
+# `deblur batch` runs on Apache Spark, whose JVM needs a Java runtime (17+). Where `java` is
+# missing and apt-get can run, Debian's headless JRE goes in: ~45 MB to download, ~200 MB
+# installed with its libraries. A failed install only warns: batch then says what to do.
+java:
+	@if ! command -v java >/dev/null && [ -z "$$JAVA_HOME" ] && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+		else echo "setup: java missing; apt-get install openjdk-17-jre-headless as root"; exit 0; fi; \
+		echo "setup: installing Debian's openjdk-17-jre-headless for deblur batch (Spark)"; \
+		{ $$sudo apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
+		|| echo "setup: warning: could not install Java; deblur batch and its tests will not run"; \
+	fi
+
+# A Spark standalone master and one worker on 127.0.0.1 until Ctrl-C (REST and remote
+# access off), for `deblur batch --master spark://127.0.0.1:PORT` (it prints the URL).
+SPARK_CORES ?= 2
+SPARK_MEMORY ?= 4g
+spark-cluster: setup
+	$(BIN)/python -m deblur.batch.cluster --cores $(SPARK_CORES) --memory $(SPARK_MEMORY)
 
 # Exit code 3 from promote means "the champion stays": not a failure of the pipeline.
 repro: setup

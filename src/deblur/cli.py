@@ -258,11 +258,21 @@ def bench(
             "a tracking server with and without logins (started on loopback).",
         ),
     ] = False,
+    batch_paths: Annotated[
+        bool,
+        typer.Option(
+            "--batch",
+            help="Instead: 720p frames through predict, batch on local[2] and batch on a "
+            "standalone master + worker; frames/s, MP/s, start-up; a 20 MP photo's memory.",
+        ),
+    ] = False,
+    frames: Annotated[int, typer.Option(min=3, help="With --batch: frames per path.")] = 16,
 ) -> None:
     """Measure inference per path, training, data loading and a no-op `dvc repro`.
 
     Each number is a median after a warm-up; all of them also go to reports/bench.csv.
     With --serve: the demo server's throughput, latency, 503s and RSS under load instead.
+    With --batch: predict against batch on Spark (docs/batch.md) instead.
     """
     if tracking_cost:
         import json
@@ -271,6 +281,11 @@ def bench(
 
         results = cost.bench_tracking()
         typer.echo(json.dumps(results, indent=2) if as_json else cost.text(results))
+        return
+    if batch_paths:
+        from deblur.bench import batch as spark
+
+        spark.run(_params(params), frames=frames, quick=quick, as_json=as_json)
         return
     if serve_load:
         from deblur.bench import serve as load
@@ -288,6 +303,75 @@ def bench(
     from deblur.bench import run
 
     run(p, repeats=1 if quick else repeats, quick=quick, as_json=as_json)
+
+
+@app.command()
+def batch(
+    inputs: Annotated[
+        list[str], typer.Argument(metavar="PATH", help="Image files, folders or quoted globs.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and manifest.csv.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="models:/NAME@ALIAS or models:/NAME/VERSION, runs:/..., gan, ae or a .pt "
+            "file. Default: the GAN champion from the registry if there is one, else "
+            "models/gan.pt.",
+        ),
+    ] = None,
+    master: Annotated[
+        str,
+        typer.Option(
+            help="local[N], local[*], spark://HOST:PORT, yarn, k8s://...: any Spark master."
+        ),
+    ] = "local[*]",
+    conf: Annotated[
+        list[str] | None,
+        typer.Option(help="A Spark setting KEY=VALUE (repeatable), e.g. spark.executor.memory=8g."),
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option(min=32, help="Tile side; default params evaluate.tile.")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option(min=0, help="Tile overlap; default params evaluate.overlap.")
+    ] = None,
+    params: ParamsOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo results already in OUT (default: skip).")
+    ] = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive", "-r", help="Search subfolders too; OUT mirrors the input tree."
+        ),
+    ] = False,
+) -> None:
+    """Deblur a whole photo archive on Apache Spark: the same PNGs as predict, one per input.
+
+    The model is resolved once (an alias moving mid-job changes nothing) and scored through
+    mlflow.pyfunc.spark_udf. OUT/manifest.csv has a row per input (written, skipped,
+    failed); a bad file is a row, never a failed job; a rerun skips what is written.
+    docs/batch.md: clusters, memory, the benchmark.
+    """
+    p = _params_or_defaults(params)
+    from deblur import spec
+    from deblur.batch.job import run
+    from deblur.batch.session import parse_conf
+
+    ev = p.evaluate
+    run(
+        inputs,
+        out,
+        model or spec.default("gan"),
+        master=master,
+        recursive=recursive,
+        overwrite=overwrite,
+        tile=tile or ev.tile,
+        overlap=ev.overlap if overlap is None else overlap,
+        conf=parse_conf(conf or []),
+    )
 
 
 @app.command()

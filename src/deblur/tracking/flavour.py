@@ -18,13 +18,23 @@ PACKAGE = Path(__file__).parent.parent  # the deblur package, shipped with the m
 def model_signature():
     """Base64 image files in, base64 PNGs out (deblur.pyfunc), one string column each.
 
-    Any image size goes through: a column of strings pins no height or width.
+    Any image size goes through: a column of strings pins no height or width. The params
+    are pyfunc.py's (tiles, and ``errors="rows"`` for `deblur batch`): MLflow drops any
+    param a signature does not declare.
     """
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     column = Schema([ColSpec("string", "image")])
-    return ModelSignature(inputs=column, outputs=column)
+    params = ParamSchema(
+        [
+            # infer.TILE and OVERLAP (tracking imports nothing of inference; a test compares)
+            ParamSpec("tile", "long", 1280),
+            ParamSpec("overlap", "long", 32),
+            ParamSpec("errors", "string", "raise"),
+        ]
+    )
+    return ModelSignature(inputs=column, outputs=column, params=params)
 
 
 def _requirements() -> list[str]:
@@ -50,21 +60,37 @@ def _input_example():
     return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
 
 
+def _model_parts(checkpoint: str | os.PathLike) -> dict:
+    return {
+        "python_model": str(PACKAGE / "pyfunc.py"),  # models-from-code: nothing pickled
+        "artifacts": {"checkpoint": str(checkpoint)},
+        "code_paths": [str(PACKAGE)],
+        "signature": model_signature(),
+        "pip_requirements": _requirements(),
+    }
+
+
 def log_model(kind: str, checkpoint: str | os.PathLike):
     """Log the checkpoint as a pyfunc model in the active run and register a new version."""
     import mlflow
 
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=str(PACKAGE / "pyfunc.py"),  # models-from-code: nothing pickled
-        artifacts={"checkpoint": str(checkpoint)},
-        code_paths=[str(PACKAGE)],
-        signature=model_signature(),
         input_example=_input_example(),
-        pip_requirements=_requirements(),
         registered_model_name=registered_name(kind),
+        **_model_parts(checkpoint),
     )
     return store.client().get_model_version(registered_name(kind), info.registered_model_version)
+
+
+def save_model(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """The same MLflow model as log_model, saved to a local folder outside any run or
+    registry: `deblur batch --model FILE.pt` scores a checkpoint through it."""
+    import mlflow
+
+    store.quiet_mlflow()  # "no input example": the signature is declared, by hand
+    mlflow.pyfunc.save_model(path=str(path), **_model_parts(checkpoint))
+    return Path(path)
 
 
 def register_trained(kind: str, checkpoint: str | os.PathLike):

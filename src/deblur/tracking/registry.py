@@ -67,6 +67,24 @@ def set_alias(kind: str, alias: str, version: str | int) -> None:
 # --------------------------------------------------------------------------- the local cache
 
 
+def resolve_version(uri: str) -> tuple[str, str]:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/V`` -> (NAME, the version it names now)."""
+    from mlflow.exceptions import MlflowException
+
+    found = _REGISTERED.match(uri)
+    if found is None:
+        raise DeblurError(f"{uri} is not a models:/NAME@ALIAS or models:/NAME/VERSION URI")
+    store.setup()
+    try:
+        if found["alias"]:
+            mv = store.client().get_model_version_by_alias(found["name"], found["alias"])
+        else:
+            mv = store.client().get_model_version(found["name"], found["version"])
+    except MlflowException as exc:
+        raise _not_found(uri, exc) from None
+    return found["name"], str(mv.version)
+
+
 def cache_root() -> Path:
     """Where registry checkpoints are kept: $XDG_CACHE_HOME/deblur/models (~/.cache/...)."""
     base = os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache"
