@@ -515,10 +515,20 @@ def main() -> None:
 
 
 def _refused(exc: Exception) -> None:
-    """A login the tracking server refused (401/403): its one line, not MLflow's traceback."""
-    from deblur.tracking import access
+    """A login the tracking server refused (401/403), or a server that stopped answering
+    after MLflow's own retries: its one line, not MLflow's traceback."""
+    import os
+
+    from deblur.tracking import access, runlog
 
     line = access.refusal(exc)
+    mlflow_side = type(exc).__module__.split(".")[0] in ("mlflow", "requests", "urllib3")
+    if line is None and mlflow_side and runlog.unreachable(exc):
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+        line = (
+            f"{uri} stopped answering ({str(exc).splitlines()[0][:160]}); start it and run "
+            "the command again (a training stage continues from models/resume/)"
+        )
     if line is not None:
         print(f"error: {line}", file=sys.stderr)
         sys.exit(1)
