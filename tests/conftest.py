@@ -105,9 +105,9 @@ def prepared(tmp_path_factory) -> Path:
     try:
         shutil.copytree(REPO / "pipeline", root / "pipeline")
         params = config.parse(_smoke_raw())
-        download.run(params)
-        validate.run(params)
-        preprocess.run(params)
+        download.run(params.data, params.seed)
+        validate.run(params.validate_, params.data.name)
+        preprocess.run(params.preprocess)
     finally:
         os.chdir(old)
     return root

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,12 @@ def blurry_photo() -> np.ndarray:
 @pytest.fixture
 def demo(tmp_path):
     """`deblur serve` on a free port, in a project with tiny models and no MLflow store."""
+    with serving(tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def serving(tmp_path, *extra: str, env_extra: dict | None = None):
     (tmp_path / "models").mkdir()
     for kind in ("gan", "ae"):
         trained = REPO / "models" / f"{kind}.pt"
@@ -73,8 +80,10 @@ def demo(tmp_path):
     (tmp_path / "params.yaml").write_text(f"serve:\n  tile: {TILE}\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(env_extra or {})
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "deblur", "serve", "--port", str(port), "--device", "cpu"]
+    cmd += extra
     with running(cmd, url, "/health", tmp_path / "serve.log", timeout=60, cwd=tmp_path, env=env):
         yield url
 
@@ -149,11 +158,12 @@ RECORD_PROGRESS = """() => {
 
 
 def test_a_large_photo_shows_its_progress(chromium, demo, tmp_path):
-    width, height = 960, 720
+    # Enough tiles that the tiny model's job outlasts several of the page's polls.
+    width, height = 2880, 2160
     photo = tmp_path / "big.jpg"
     Image.fromarray(blurry_photo()).resize((width, height)).save(photo, quality=90)
     total = tile_count(height, width, TILE, OVERLAP)
-    assert total > 20
+    assert total > 500
 
     with chromium() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -190,3 +200,33 @@ def test_a_large_photo_shows_its_progress(chromium, demo, tmp_path):
         target = REPO / "reports" / "figures" / "web_demo_progress.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_a_server_with_a_token_works_from_the_address_it_prints(chromium, tmp_path):
+    """The page takes the token from #token=..., keeps it off the address bar, and sends
+    it with every call; without it the same page says what is missing."""
+    import requests
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(blurry_photo()).save(photo)
+    token = "s3cret-Token"
+    with serving(tmp_path, env_extra={"DEBLUR_SERVE_TOKEN": token}) as url:
+        assert requests.get(url + "/api/models", timeout=10).status_code == 401
+        with chromium() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                bare = browser.new_page()
+                bare.goto(url)
+                bare.wait_for_selector("#error:not([hidden])")
+                assert "needs its token" in bare.inner_text("#error")
+
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(f"{url}/#token={token}")
+                page.wait_for_selector("input[name=model][value=gan]:checked")
+                assert token not in page.url
+                page.set_input_files("#file", str(photo))
+                page.click("#run")
+                page.wait_for_selector("#download:not([hidden])", timeout=60_000)
+                assert page.is_hidden("#error")
+            finally:
+                browser.close()

@@ -22,7 +22,7 @@ def processed(tiny_project, tiny_params):
     table = manifest.build(paths.raw_dir("synthetic"), workers=1)
     paths.MANIFEST.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(paths.MANIFEST, index=False)
-    preprocess.run(tiny_params)
+    preprocess.run(tiny_params.preprocess)
     return table
 
 
@@ -52,7 +52,7 @@ def test_resize_protocol(tiny_project, tiny_params, processed):
     params = config.parse(
         {**tiny_params.model_dump(by_alias=True), "preprocess": {"protocol": "resize"}}
     )
-    preprocess.run(params)
+    preprocess.run(params.preprocess)
     gan, ae = PairStore(split="train", kind="gan"), PairStore(split="test", kind="ae")
     assert gan.pair(0)[0].shape == (448, 448, 3) and ae.pair(0)[1].shape == (224, 224, 3)
     assert PairStore(split="test").pair(0)[0].shape == (48, 64, 3)  # full-res test stays
@@ -67,7 +67,7 @@ def test_missing_store_says_what_to_run(project):
 
 def test_preprocess_needs_the_manifest(project, tiny_params):
     with pytest.raises(DataError, match="run `deblur validate` first"):
-        preprocess.run(tiny_params)
+        preprocess.run(tiny_params.preprocess)
 
 
 def test_split_train_val_holds_out_whole_scenes(processed):

@@ -16,12 +16,12 @@ from deblur.errors import DataError
 
 def _fail(params, capsys) -> str:
     with pytest.raises(DataError, match="failed .* expectation"):
-        validate.run(params)
+        validate.run(params.validate_, params.data.name)
     return capsys.readouterr().err
 
 
 def test_good_dataset_passes(tiny_project, tiny_params):
-    validate.run(tiny_params)
+    validate.run(tiny_params.validate_, tiny_params.data.name)
     table = pd.read_csv(paths.MANIFEST)
     assert len(table) == 10
     assert set(table["split"]) == {"train", "test"}
@@ -84,12 +84,12 @@ def test_bad_suite_file_is_a_clear_error(tiny_project, tiny_params):
     spec["expectations"][0]["kwargs"] = {"colum": "split"}
     suite.write_text(json.dumps(spec))
     with pytest.raises(DataError, match=r"manifest.json: expectation #1 .* is invalid"):
-        validate.run(tiny_params)
+        validate.run(tiny_params.validate_, tiny_params.data.name)
 
 
 def test_empty_raw_folder(project, tiny_params):
     with pytest.raises(DataError, match="run `deblur download`"):
-        validate.run(tiny_params)
+        validate.run(tiny_params.validate_, tiny_params.data.name)
 
 
 def test_imported_folder_failures_name_the_users_files_and_the_fix(project, _tiny_raw, capsys):
@@ -111,11 +111,11 @@ def test_imported_folder_failures_name_the_users_files_and_the_fix(project, _tin
     shutil.copytree(leaked, own / "test" / leaked.name)
     data = {"source": "folder", "name": "mine", "folder": str(own)}
     params = config.parse({**TINY, "data": {**TINY["data"], **data}})
-    download.run(params)
+    download.run(params.data, params.seed)
     capsys.readouterr()
 
     with pytest.raises(DataError) as raised:
-        validate.run(params)
+        validate.run(params.validate_, params.data.name)
     err = capsys.readouterr().err
     message = str(raised.value)
     assert str(own.resolve()) in message and "dvc repro" in message

@@ -81,6 +81,11 @@ def serve():
         server.close()
 
 
+def run_download(params: config.Params) -> None:
+    """The download stage as cli.py calls it: its own section and the seed."""
+    download.run(params.data, params.seed)
+
+
 def gopro_zip(raw: Path, extra: dict[str, bytes] | None = None) -> bytes:
     """A GOPRO_Large-style zip of a GoPro-layout folder, with blur_gamma as the real one has."""
     buffer = io.BytesIO()
@@ -116,14 +121,14 @@ def same_tree(a: Path, b: Path) -> bool:
 def test_download_verify_extract(project, _tiny_raw, serve):
     payload = gopro_zip(_tiny_raw)
     server = serve(payload)
-    download.run(gopro_params(server.url, sha(payload)))
+    run_download(gopro_params(server.url, sha(payload)))
     raw = paths.raw_dir("gopro")
     assert same_tree(raw, _tiny_raw)
     assert not list(raw.rglob("blur_gamma"))
     assert (download.DOWNLOADS / "GOPRO_Large.zip").read_bytes() == payload
     assert not list(download.DOWNLOADS.glob("*.part"))
     # A second run finds the verified archive and does not download again.
-    download.run(gopro_params(server.url, sha(payload)))
+    run_download(gopro_params(server.url, sha(payload)))
     assert len(server.ranges) == 1
 
 
@@ -152,7 +157,7 @@ def test_wrong_checksum_leaves_nothing(project, _tiny_raw, serve):
     payload = gopro_zip(_tiny_raw)
     server = serve(payload)
     with pytest.raises(DataError, match="SHA-256 is .* expected 0{64}"):
-        download.run(gopro_params(server.url, "0" * 64))
+        run_download(gopro_params(server.url, "0" * 64))
     assert not paths.RAW.exists()
     assert not [p for p in download.DOWNLOADS.iterdir() if p.name != ".gitignore"]
 
@@ -182,7 +187,7 @@ def test_archive_escaping_its_folder_is_refused(project, _tiny_raw, serve, evil)
     payload = gopro_zip(_tiny_raw, {name: b"gotcha"})
     server = serve(payload)
     with pytest.raises(DataError, match="outside the target folder"):
-        download.run(gopro_params(server.url, sha(payload)))
+        run_download(gopro_params(server.url, sha(payload)))
     assert not paths.RAW.exists()
     assert not list(project.rglob("evil.png"))
     assert not list(outside.iterdir())
@@ -225,7 +230,7 @@ def folder_params(folder: Path) -> config.Params:
 def test_folder_import(project, _tiny_raw, tmp_path):
     copy = tmp_path / "elsewhere" / "GOPRO_Large"
     shutil.copytree(_tiny_raw, copy)
-    download.run(folder_params(copy.parent))  # the wrapping GOPRO_Large/ is found
+    run_download(folder_params(copy.parent))  # the wrapping GOPRO_Large/ is found
     assert same_tree(paths.raw_dir("local"), _tiny_raw)
 
 
@@ -235,20 +240,20 @@ def test_folder_missing_sharp_twin(project, _tiny_raw, tmp_path):
     victim = sorted(copy.rglob("sharp/*.png"))[0]
     victim.unlink()
     with pytest.raises(DataError, match="has no sharp twin") as err:
-        download.run(folder_params(copy))
+        run_download(folder_params(copy))
     assert victim.name in str(err.value)
     assert not paths.RAW.exists()
 
 
 def test_folder_missing(project):
     with pytest.raises(DataError, match="is not a folder"):
-        download.run(folder_params(project / "nope"))
+        run_download(folder_params(project / "nope"))
 
 
 def test_failed_run_keeps_the_previous_dataset(project, _tiny_raw):
     previous = paths.raw_dir("synthetic")
     shutil.copytree(_tiny_raw, previous)
     with pytest.raises(DataError):
-        download.run(folder_params(project / "nope"))
+        run_download(folder_params(project / "nope"))
     assert same_tree(previous, _tiny_raw)
     assert scan(previous)

@@ -58,6 +58,25 @@ def tiny(kind: str) -> nn.Module:
 PARAMS = config.parse({"evaluate": {"tile": 32, "overlap": 8, "baseline": "unsharp"}})
 
 
+def tracks_of(params: config.Params) -> dict[str, str]:
+    return protocol.tracks(params.evaluate.protocol, params.preprocess.resize)
+
+
+def evaluate(models, test, train, params: config.Params = PARAMS):
+    """protocol.evaluate over ``params``' own sections, as the stage calls it."""
+    return protocol.evaluate(models, test, train, params.evaluate, tracks_of(params))
+
+
+def evaluate_options(models, test, params: config.Params = PARAMS):
+    return protocol.evaluate_options(models, test, params.evaluate, tracks_of(params))
+
+
+def run_stage(params: config.Params, device: str = "cpu") -> dict:
+    """The evaluate stage as cli.py calls it."""
+    dump = params.model_dump(mode="json", by_alias=True)
+    return stage.run(params.evaluate, params.preprocess, params.data.name, dump, device=device)
+
+
 @pytest.fixture(scope="module")
 def stores():
     return make_store(3), make_store(2, offset=3)
@@ -104,9 +123,7 @@ def test_sharpness_drops_with_blur_and_rises_with_unsharp_masking():
 
 def test_identity_model_scores_as_the_blurry_input(stores):
     test, train = stores
-    per_image, labels = protocol.evaluate(
-        {"gan": nn.Identity(), "ae": tiny("ae")}, test, train, PARAMS
-    )
+    per_image, labels = evaluate({"gan": nn.Identity(), "ae": tiny("ae")}, test, train)
     assert list(per_image.columns) == tables.PER_IMAGE_COLUMNS
     assert set(per_image["model"]) == {"gan", "ae", "baseline", "blurry"}
     assert labels[("baseline", "full")].startswith("unsharp mask (radius=")
@@ -117,8 +134,8 @@ def test_identity_model_scores_as_the_blurry_input(stores):
         assert blurry.loc[name, "psnr"] == pytest.approx(peak_signal_noise_ratio(sharp, blur))
 
     summary = tables.summarize(per_image)
-    metrics = tables.eval_metrics(summary, protocol.tracks(PARAMS), "cpu")
-    assert metrics["gan"]["gain_db"] == 0 and metrics["protocol"] == "full"
+    metrics = tables.eval_metrics(summary, tracks_of(PARAMS))
+    assert metrics["gan"]["gain_db"] == 0 and tables.protocol_label(tracks_of(PARAMS)) == "full"
     assert set(metrics) >= {"gan", "ae", "blurry", "baseline"}
 
 
@@ -129,7 +146,7 @@ def test_rows_equal_what_predict_writes(tmp_path, stores):
     # Nudged weights: an untrained model is the identity, under which evaluate's and
     # predict's paths would agree whatever either did to the image.
     save_tiny(ckpt := tmp_path / "gan.pt", "gan")
-    per_image, _ = protocol.evaluate({"gan": models.load(ckpt)}, test, train, PARAMS)
+    per_image, _ = evaluate({"gan": models.load(ckpt)}, test, train)
 
     name = test.names[1]
     blur, sharp = test.pair(1)
@@ -144,9 +161,7 @@ def test_rows_equal_what_predict_writes(tmp_path, stores):
 
 def test_results_keep_measured_and_reported_apart(stores):
     test, train = stores
-    per_image, labels = protocol.evaluate(
-        {"gan": tiny("gan"), "ae": tiny("ae")}, test, train, PARAMS
-    )
+    per_image, labels = evaluate({"gan": tiny("gan"), "ae": tiny("ae")}, test, train)
     summary = tables.summarize(per_image)
     results = tables.results_table(summary, labels, {"gan": 1234, "ae": 5678}, "synthetic")
     assert list(results.columns) == tables.RESULT_COLUMNS
@@ -161,7 +176,7 @@ def test_results_keep_measured_and_reported_apart(stores):
         "blurry input",
     ]
     assert measured.set_index("model").loc["blurry input", "params"] == 0
-    assert measured.ms_per_mp.notna().all()
+    assert "ms_per_mp" not in results  # a timing: run-info/evaluate.json, not a DVC out
 
     seed = reported.set_index("model")
     expected = {
@@ -176,7 +191,6 @@ def test_results_keep_measured_and_reported_apart(stores):
     for model, (p, s, n) in expected.items():
         assert (seed.loc[model, "psnr"], seed.loc[model, "ssim"]) == (p, s)
         assert pd.isna(seed.loc[model, "params"]) if n is None else seed.loc[model, "params"] == n
-    assert seed.ms_per_mp.isna().all()
 
 
 def test_resize_protocol_is_labelled(stores):
@@ -188,11 +202,11 @@ def test_resize_protocol_is_labelled(stores):
         }
     )
     identity = {"gan": nn.Identity(), "ae": nn.Identity()}
-    per_image, labels = protocol.evaluate(identity, test, train, params)
+    per_image, labels = evaluate(identity, test, train, params)
     assert set(per_image.protocol) == {"resize 32", "resize 24"}
     assert (per_image.megapixels[per_image.protocol == "resize 24"] == 24 * 24 / 1e6).all()
-    metrics = tables.eval_metrics(tables.summarize(per_image), protocol.tracks(params), "cpu")
-    assert metrics["protocol"] == "resize 32 / resize 24"
+    metrics = tables.eval_metrics(tables.summarize(per_image), tracks_of(params))
+    assert tables.protocol_label(tracks_of(params)) == "resize 32 / resize 24"
     assert {"gan", "ae", "blurry_32", "blurry_24", "baseline_32", "baseline_24"} <= set(metrics)
     assert metrics["ae"]["gain_db"] == 0  # identity vs the blurry input at its own size
     # Every key is a valid MLflow metric name (log_evaluation logs them flattened).
@@ -211,15 +225,32 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
     for kind in ("gan", "ae"):
         save_tiny(tmp_path / "models" / f"{kind}.pt", kind, meta={"steps": 20, "seconds": 4.0})
     save_tiny(tmp_path / "models" / "curve" / "gan" / "50.pt", "gan", seed=1, meta={"steps": 10})
-    monkeypatch.setattr(stage, "open_stores", lambda params: stores)
-    metrics = stage.run(PARAMS, device="cpu")
+    monkeypatch.setattr(stage, "open_stores", lambda protocol: stores)
+    metrics = run_stage(PARAMS)
     saved = json.loads((tmp_path / "metrics" / "eval.json").read_text())
-    logged = store.client().get_run(saved["mlflow_run_id"]).data.metrics
+    assert saved == metrics
+    # Numbers only, and none a rerun changes: timings and ids are run-info's.
+    assert all(isinstance(v, int | float) for v in config.flatten(saved).values())
+    info = json.loads((tmp_path / "run-info" / "evaluate.json").read_text())
+    assert info["device"] == "cpu" and info["protocol"] == "full"
+    assert info["timings"]["gan"]["ms_per_mp"] > 0 and info["registry"] == {}
+    logged = store.client().get_run(info["mlflow_run_id"]).data.metrics
+    assert logged["gan.ms_per_mp"] == info["timings"]["gan"]["ms_per_mp"]
     assert logged["gan.psnr"] == pytest.approx(metrics["gan"]["psnr"])
     assert logged["ae.gain_db"] == pytest.approx(metrics["ae"]["gain_db"])
     results = pd.read_csv(tmp_path / "reports" / "results.csv")
     per_image = pd.read_csv(tmp_path / "reports" / "per_image.csv")
-    assert len(per_image) == 4 * len(stores[0])
+    assert len(per_image) == 4 * len(stores[0]) and "ms" not in per_image
+    # The report's images: each sample's input, outputs and sharp frame, and the photo.
+    index = json.loads((tmp_path / "reports" / "samples" / "index.json").read_text())
+    assert len(index["samples"]) == len(stores[0]) and index["kinds"] == ["gan", "ae"]
+    first = tmp_path / "reports" / "samples" / index["samples"][0]["folder"]
+    assert sorted(p.name for p in first.iterdir()) == [
+        "ae.png",
+        "blurry.png",
+        "gan.png",
+        "sharp.png",
+    ]
     gan = results.set_index("model").loc["GAN (this project)"]
     assert gan.params == models.count_params(models.load(tmp_path / "models" / "gan.pt"))
     assert gan.psnr == pytest.approx(saved["gan"]["psnr"], abs=1e-3)
@@ -233,7 +264,7 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
         curve.loc[("gan", 50), "psnr"] - blurry, abs=1e-3
     )
     assert curve.loc[("gan", 50), "step"] == 10
-    history = store.client().get_metric_history(saved["mlflow_run_id"], "curve.gan.psnr_gain")
+    history = store.client().get_metric_history(info["mlflow_run_id"], "curve.gan.psnr_gain")
     assert [m.step for m in history] == [10, 20]
 
     # evaluate.flips (on by default): each model again with the flip self-ensemble, under
@@ -249,20 +280,20 @@ def test_run_writes_tables_and_logs(tmp_path, monkeypatch, stores):
             "images",
             "psnr_vs_plain",
             "ssim_vs_plain",
-            "ms_per_mp",
         }
-        assert option["images"] == len(stores[0]) and option["ms_per_mp"] > 0
+        assert option["images"] == len(stores[0])
+        assert info["timings"]["options"][f"{kind}_flips"]["ms_per_mp"] > 0
         gain = option["psnr"] - saved[kind]["psnr"]
         assert option["psnr_vs_plain"] == pytest.approx(gain, abs=2e-4)
         assert option["psnr"] != saved[kind]["psnr"]  # nudged weights: flips change the output
-        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain", "ms_per_mp"}
+        assert set(saved[kind]) == {"psnr", "ssim", "images", "gain_db", "ssim_gain"}
     assert logged["options.gan_flips.psnr"] == pytest.approx(saved["options"]["gan_flips"]["psnr"])
 
 
 def test_flips_option_rows(stores):
     test, _ = stores
     identity = {"gan": nn.Identity(), "ae": nn.Identity()}
-    rows = protocol.evaluate_options(identity, test, PARAMS)
+    rows = evaluate_options(identity, test)
     assert set(rows.model) == {"gan_flips", "ae_flips"}
     assert list(rows.columns) == tables.PER_IMAGE_COLUMNS
     method = protocol.model_method(nn.Identity(), 32, 8, "cpu")
@@ -275,4 +306,4 @@ def test_flips_option_rows(stores):
     assert all(re.fullmatch(r"[\w\-. :/]+", key) for key in options)  # MLflow metric names
 
     off = config.parse({"evaluate": {"tile": 32, "overlap": 8, "flips": False}})
-    assert protocol.evaluate_options(identity, test, off).empty
+    assert evaluate_options(identity, test, off).empty

@@ -23,7 +23,7 @@ from PIL import Image
 from servers import free_port, running
 from tiny_models import random_image, save_tiny
 
-from deblur import config, infer
+from deblur import infer, pyfunc
 from deblur.data.images import to_uint8
 from deblur.tracking import flavour, runs, store
 
@@ -60,7 +60,7 @@ def registered_store(tmp_path_factory):
         handler = logging.FileHandler(log)
         logging.getLogger("mlflow").addHandler(handler)
         try:
-            with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+            with runs.stage_run("train-gan", {"seed": 0}):
                 mv = flavour.register_trained("gan", ckpt)
         finally:
             logging.getLogger("mlflow").removeHandler(handler)
@@ -144,3 +144,65 @@ def test_champion_serves_image_files(champion, registered_store):
         bomb = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
         status, answer = invoke(url, [{"image": bomb}])
         assert status == 400 and "row 0: `image` is not an image file" in answer["message"]
+
+        # The `base64` tool's and Spark's output: lines of 76 with CRLF.
+        plain = encode(images[0])
+        wrapped = "\r\n".join(plain[i : i + 76] for i in range(0, len(plain), 76))
+        status, answer = invoke(url, [{"image": wrapped}])
+        assert status == 200, answer
+        np.testing.assert_array_equal(decode(answer["predictions"][0]["image"]), want[0])
+
+        small = encode(random_image(8, 8))
+        status, answer = invoke(url, [{"image": small}] * (pyfunc.MAX_ROWS + 1))
+        assert status == 413 and f"at most {pyfunc.MAX_ROWS}: split it" in answer["message"]
+
+
+# ------------------------------------------------------------- the caps, in this process
+
+
+@pytest.fixture
+def served_model(tmp_path, monkeypatch):
+    """deblur.pyfunc's model on a tiny checkpoint, as `mlflow models serve` would run it."""
+    model = pyfunc.DeblurModel()
+    model.model = save_tiny(tmp_path / "gan.pt", "gan")
+    monkeypatch.setenv(pyfunc.SERVING, "true")
+    return model
+
+
+def zeros_png(h: int, w: int) -> str:
+    """A large but tiny-to-send image (zeros compress to nothing)."""
+    from deblur.data.images import png_bytes
+
+    return base64.b64encode(png_bytes(np.zeros((h, w, 3), np.uint8))).decode()
+
+
+def test_a_request_over_the_megapixel_cap_is_413_before_decoding(served_model):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    side = int((pyfunc.MAX_PIXELS / 2) ** 0.5) + 8  # each row under the cap, both over it
+    frame = pd.DataFrame({"image": [zeros_png(side, side)] * 2})
+    with pytest.raises(MlflowException, match=r"MP in one request; at most 24 MP") as err:
+        served_model.predict(None, frame)
+    assert err.value.get_http_status_code() == 413
+
+
+def test_base64_with_line_breaks_and_spaces_is_accepted(served_model):
+    import pandas as pd
+
+    image = random_image(24, 32)
+    plain = encode(image)
+    wrapped = " \n".join(plain[i : i + 76] for i in range(0, len(plain), 76)) + "\n"
+    out = served_model.predict(None, pd.DataFrame({"image": [plain, wrapped]}))
+    assert out["image"][0] == out["image"][1]
+
+
+def test_work_stops_once_the_request_has_timed_out(served_model, monkeypatch):
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    monkeypatch.setenv(pyfunc.TIMEOUT, "0.05")  # over before the first row's tiles end
+    rows = [encode(random_image(600, 800, seed=s)) for s in range(4)]
+    with pytest.raises(MlflowException, match=r"timed out.*stopped at row 0") as err:
+        served_model.predict(None, pd.DataFrame({"image": rows}))
+    assert err.value.get_http_status_code() == 504

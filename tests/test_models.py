@@ -26,7 +26,9 @@ TINY = {
 
 
 def default(kind: str):
-    return models.build(kind, models.arch_config(kind, config.load(ROOT / "params.yaml")))
+    return models.build(
+        kind, models.arch_config(kind, getattr(config.load(ROOT / "params.yaml").train, kind))
+    )
 
 
 def blurry_pair(side: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,7 +70,7 @@ def test_eval_output_is_clamped_to_unit_range():
 def test_seed_paper_profile_has_the_seed_sizes(kind, target):
     params = config.load(PROFILES / "seed-paper.yaml")
     with torch.device("meta"):  # shapes only: no 10M-parameter init on the CPU
-        model = models.build(kind, models.arch_config(kind, params))
+        model = models.build(kind, models.arch_config(kind, getattr(params.train, kind)))
     assert models.count_params(model) == pytest.approx(target, rel=0.03)
 
 

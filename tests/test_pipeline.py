@@ -97,3 +97,27 @@ def test_dvc_remote_shares_outputs_without_rerunning(scratch, tmp_path):
     assert (clone / "models" / "gan.pt").read_bytes() == (root / "models" / "gan.pt").read_bytes()
     status = sh([dvc, "status"], clone, env)
     assert "up to date" in status.stdout, status.stdout
+
+
+@pytest.mark.slow
+def test_a_forced_rerun_reproduces_every_out_byte_for_byte(scratch):
+    """Same code, same params, same machine: `dvc repro --force` reruns every stage and
+    dvc.lock (every out's and metric's digest) stays the same; only run-info/ moves."""
+    root, env = scratch
+    dvc = str(BIN / "dvc")
+    sh([dvc, "repro"], root, env)  # no-op when an earlier test ran
+    lock = (root / "dvc.lock").read_text()
+    info = {p.name: p.read_text() for p in (root / "run-info").glob("*.json")}
+    assert set(info) == {"train-gan.json", "train-ae.json", "evaluate.json"}
+
+    forced = sh([dvc, "repro", "--force"], root, env)
+    assert forced.stdout.count("Running stage") == 7
+    assert (root / "dvc.lock").read_text() == lock
+    # What did change is kept apart: the runs' ids and timings.
+    again = {p.name: json.loads(p.read_text()) for p in (root / "run-info").glob("*.json")}
+    assert (
+        again["evaluate.json"]["mlflow_run_id"]
+        != json.loads(info["evaluate.json"])["mlflow_run_id"]
+    )
+    shown = sh([dvc, "metrics", "show", "--json"], root, env)
+    assert "mlflow_run_id" not in shown.stdout and "ms_per_mp" not in shown.stdout

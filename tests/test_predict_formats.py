@@ -105,6 +105,39 @@ def test_sixteen_bit_colour_tiff_stays_sixteen_bit(tmp_path, identity):
     assert np.abs(samples - deep).mean() < 0.5  # not 8 bits scaled up: those miss by ~128
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_sixteen_bit_colour_png_round_trips_at_sixteen_bits(tmp_path, identity, channels):
+    deep = (np.random.default_rng(2).random((30, 40, channels)) * 65535).astype(np.uint16)
+    (src := tmp_path / "raw-export.png").write_bytes(png_bytes(deep))
+    (out,) = run([src], tmp_path / "out", identity)
+    bits, colour, samples = unpng(out.read_bytes())
+    assert (bits, colour) == (16, {3: 2, 4: 6}[channels])
+    assert np.abs(samples[..., :3] - deep[..., :3]).max() <= 1
+    assert np.abs(samples[..., :3] - deep[..., :3]).mean() < 0.5  # 8 bits miss by ~128
+    if channels == 4:
+        np.testing.assert_array_equal(samples[..., 3], deep[..., 3])  # alpha as it was
+
+
+def test_sixteen_bit_colour_png_is_turned_upright(tmp_path, identity):
+    from deblur.data.photo import read_photo
+
+    deep = (np.random.default_rng(3).random((30, 40, 3)) * 65535).astype(np.uint16)
+    img = Image.fromarray(deep[..., 0] >> 8)  # Pillow only to write the EXIF chunk
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    data = png_bytes(deep)
+    body = exif.tobytes()
+    body = body[6:] if body.startswith(b"Exif\0\0") else body
+    chunk = len(body).to_bytes(4, "big") + b"eXIf" + body
+    chunk += zlib.crc32(b"eXIf" + body).to_bytes(4, "big")
+    iend = data.rindex(b"IEND") - 4
+    (src := tmp_path / "turned.png").write_bytes(data[:iend] + chunk + data[iend:])
+    photo = read_photo(src)
+    assert photo.depth == 16 and photo.rgb.shape == (40, 30, 3)
+    expected = np.rot90(deep, 3).astype(np.float32) / 65535.0
+    np.testing.assert_allclose(photo.rgb, expected, atol=1e-6)
+
+
 def test_alpha_is_kept_and_transparent_areas_stay_transparent(tmp_path, identity, nudged):
     rgba = np.dstack([random_image(30, 40), np.full((30, 40), 255, np.uint8)])
     rgba[:, :15] = 0  # a transparent band over black: what turned black before
@@ -198,3 +231,43 @@ def test_the_icc_profile_is_kept(tmp_path, identity):
     Image.fromarray(random_image(24, 32)).save(src := tmp_path / "wide.png", icc_profile=profile)
     (out,) = run([src], tmp_path / "out", identity)
     assert Image.open(out).info.get("icc_profile") == profile
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 320 KB tmpfs: room for two noisy 200x200 PNGs, not five. Skipped where this
+    process may not mount (not root, or a container without CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_photos_left(
+    tmp_path, identity, small_disk
+):
+    names = [f"shot{i}.png" for i in range(5)]
+    for i, name in enumerate(names):  # noise: each PNG ~120 KB, whatever the encoder
+        Image.fromarray(random_image(200, 200, seed=i)).save(tmp_path / name)
+    out = small_disk / "out"
+    cmd = [sys.executable, "-m", "deblur", "predict", *names, "-o", str(out), "-m", identity]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, done.stderr
+    (line,) = lines
+    kept = sorted(p.name for p in out.iterdir())
+    assert kept and kept == names[: len(kept)]  # earlier outputs kept, whole, no temp files
+    for name in kept:
+        Image.open(out / name).load()
+    failed = names[len(kept)]
+    assert f"cannot write {(out / failed).resolve()} (No space left on device)" in line
+    assert f"not attempted: {', '.join(names[len(kept) + 1 :])}" in line

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 from tiny_models import random_image, save_tiny
 
-from deblur import config
 from deblur.tracking import flavour, registry, runs, store
 
 
@@ -24,7 +23,7 @@ def registered_store(tmp_path_factory):
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         save_tiny(ckpt := root / "models" / "gan.pt", "gan")
-        with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+        with runs.stage_run("train-gan", {"seed": 0}):
             mv = flavour.register_trained("gan", ckpt)
         store.client().set_registered_model_alias("deblur-gan", "champion", mv.version)
     return root
@@ -97,7 +96,7 @@ def test_registering_a_model_prints_no_mlflow_noise(champion_project, capfd):
     save_tiny(ckpt := champion_project / "models" / "again.pt", "gan", seed=3)
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with runs.stage_run("train-gan", config.parse({}), sections=("seed",)):
+        with runs.stage_run("train-gan", {"seed": 0}):
             flavour.register_trained("gan", ckpt)
     from_mlflow = [str(w.message)[:80] for w in seen if "mlflow" in w.filename]
     assert from_mlflow == []

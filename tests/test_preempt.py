@@ -24,6 +24,13 @@ from deblur.train import preempt
 from deblur.train.loop import Trainer
 
 
+def fit(kind: str, params: config.Params, **options):
+    """The training stage as cli.py calls it."""
+    from deblur.train.stage import run
+
+    return run(kind, params.train, params.seed, params.preprocess.protocol, **options)
+
+
 def _weights(kind: str) -> dict[str, torch.Tensor]:
     return torch.load(paths.checkpoint(kind), weights_only=True)["model"]
 
@@ -45,7 +52,6 @@ def test_sigterm_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
     from mlflow import MlflowClient
 
     from deblur.tracking import store
-    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=3, curve=[0.34]))
     whole = fit("ae", params, device="cpu")
@@ -88,7 +94,6 @@ def test_sigterm_mid_epoch_then_rerun_gives_the_uninterrupted_weights(
 
 
 def test_a_resume_state_from_other_params_is_not_used(trained_project, smoke_params, capsys):
-    from deblur.train.stage import run as fit
 
     fit("ae", config.parse(smoke_params(epochs=2)), device="cpu", stop_after=1)
     assert (paths.resume_dir("ae") / "state.pt").is_file()
@@ -198,7 +203,7 @@ def test_sigterm_then_dvc_repro_resumes_to_identical_weights(prepared, smoke_par
     ours = torch.load(root / "models" / "ae.pt", weights_only=True)["model"]
     theirs = torch.load(ref / "models" / "ae.pt", weights_only=True)["model"]
     assert _same(ours, theirs), "the continued run's weights differ from the uninterrupted run"
-    assert json.loads((root / "metrics" / "train_ae.json").read_text())["complete"]
+    assert json.loads((root / "run-info" / "train-ae.json").read_text())["complete"]
 
 
 @pytest.mark.slow

@@ -102,3 +102,15 @@ def test_params_yaml_spells_out_every_key():
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     schema = config.parse({}).model_dump(mode="json", by_alias=True)
     assert set(flatten(raw)) == set(flatten(schema))
+
+
+def test_schema_defaults_are_params_yaml_value_for_value():
+    """One set of defaults: a key a profile or a test leaves out means params.yaml's value."""
+    raw = flatten(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    schema = flatten(config.parse({}).model_dump(mode="json", by_alias=True))
+    differ = {
+        key: (schema.get(key), value)
+        for key, value in raw.items()
+        if schema.get(key) != value or type(schema.get(key)) is not type(value)
+    }
+    assert not differ, f"config.py default vs params.yaml: {differ}"

@@ -110,3 +110,60 @@ def test_experiment_copies_record_in_the_workspace_store(tmp_path, monkeypatch):
     copy.mkdir(parents=True)
     monkeypatch.chdir(copy)
     assert store.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+def test_a_promotion_raced_by_a_better_one_refuses_instead_of_overwriting(versions):
+    """The read and the move pulled apart: meanwhile a better version is registered and
+    promoted by a second promotion. The first must not put its worse version back."""
+    client, add = versions
+    add(25.0)
+    promote("gan")
+    v2 = add(25.5)
+    raced = {}
+
+    def rival():  # runs after the first promotion compared v2 with v1, before its move
+        raced["v3"] = add(26.0)
+        raced["second"] = promote("gan")
+
+    with pytest.raises(DeblurError, match=rf"moved from v1 to v{3}.*v{v2}.*run `deblur promote"):
+        promote("gan", compared=rival)
+    assert raced["second"][0] and champion(client) == raced["v3"]
+
+
+def test_two_promotions_at_once_agree(versions):
+    """Both compare the same newest version, then move together: one moves, the other
+    finds its own version there and does not fail."""
+    import threading
+
+    client, add = versions
+    add(25.0)
+    promote("gan")
+    v2 = add(25.5)
+    both = threading.Barrier(2)
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(promote("gan", compared=lambda: both.wait(10)))
+        except DeblurError as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and [r[0] for r in results] == [True, True]
+    assert champion(client) == v2
+
+
+def test_a_challenger_taking_champion_gives_up_challenger(versions):
+    client, add = versions
+    add(25.0)
+    promote("gan")
+    v2 = add(24.0)
+    promote("gan")
+    assert client.get_model_version_by_alias("deblur-gan", "challenger").version == v2
+    registry.tag_version("gan", v2, {"test_psnr": 26.0, "test_ssim": 0.8})  # re-evaluated
+    assert promote("gan")[0] and champion(client) == v2
+    assert client.get_registered_model("deblur-gan").aliases == {"champion": v2}

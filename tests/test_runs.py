@@ -1,7 +1,7 @@
 """Pipeline runs in MLflow: stage runs grouped under one parent, and `deblur runs` comparing them.
 
 A real SQLite store per test; the stage runs are opened as the stages open them
-(deblur.tracking.runs.stage_run, deblur.tracking.stages.log_evaluation).
+(tracked.stage_run, deblur.evaluate.log.log_evaluation).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from deblur import config, fsutil, runs, textable
-from deblur.tracking import registry, stages, store
+from deblur.evaluate.log import log_evaluation
+from deblur.tracking import registry, store
 from deblur.tracking import runs as tracked
 
 
@@ -35,22 +36,23 @@ def scores(gan_psnr: float, ae_psnr: float) -> dict:
         return {"psnr": psnr, "ssim": 0.76, "gain_db": psnr - 25.66, "ms_per_mp": ms, "images": 4}
 
     return {
-        "protocol": "full",
-        "device": "cpu",
         "gan": model(gan_psnr, 1300.0),
         "ae": model(ae_psnr, 690.0),
         "blurry": {"psnr": 25.66, "ssim": 0.75, "images": 4},
     }
 
 
+def dump(params: config.Params) -> dict:
+    return params.model_dump(mode="json", by_alias=True)
+
+
 def pipeline(params, metrics: dict, tags: dict | None = None) -> str:
-    """What one `dvc repro` logs: both trainings, evaluate, report. Returns evaluate's id."""
+    """What one `dvc repro` logs: both trainings and evaluate. Returns evaluate's id."""
     empty = pd.DataFrame({"model": ["gan"], "psnr": [1.0]})
     for kind in ("gan", "ae"):
-        with tracked.stage_run(f"train-{kind}", params, sections=("train",)):
+        with tracked.stage_run(f"train-{kind}", {"train": dump(params)["train"]}):
             tracked.log_epoch({"val_psnr": 25.0}, step=1)
-    run_id = stages.log_evaluation(params, empty, empty, metrics, tags or {})
-    stages.log_report(params, [])
+    run_id, _ = log_evaluation(dump(params), empty, empty, metrics, tags or {})
     return run_id
 
 
@@ -67,12 +69,7 @@ def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
     assert len(parents) == 1
     parent = parents[0]
     children = [r for r in everything if r is not parent]
-    assert sorted(r.info.run_name for r in children) == [
-        "evaluate",
-        "report",
-        "train-ae",
-        "train-gan",
-    ]
+    assert sorted(r.info.run_name for r in children) == ["evaluate", "train-ae", "train-gan"]
     assert {r.data.tags[tracked.PARENT_TAG] for r in children} == {parent.info.run_id}
     assert {r.data.tags[tracked.PIPELINE_TAG] for r in everything} == {"ci-1"}
     assert parent.info.status == "FINISHED"
@@ -85,7 +82,7 @@ def test_one_pipeline_run_nests_its_stage_runs(tracking_store, monkeypatch):
 def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
     monkeypatch.setenv("DEBLUR_PIPELINE_RUN", "ci-2")
     params = config.parse({})
-    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", params):
+    with pytest.raises(RuntimeError), tracked.stage_run("train-gan", dump(params)):
         raise RuntimeError("diverged")
     parent = store.client().get_run(tracked.pipeline_parent("ci-2"))
     assert parent.info.run_name.startswith("repro ")
@@ -99,7 +96,7 @@ def test_a_failed_stage_fails_its_pipeline_run(tracking_store, monkeypatch):
 
 def test_a_stage_run_by_hand_stands_alone_and_holds_its_results(tracking_store):
     params = config.parse({})
-    run_id = stages.log_evaluation(params, pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
+    run_id, _ = log_evaluation(dump(params), pd.DataFrame(), pd.DataFrame(), scores(26, 26), {})
     run = store.client().get_run(run_id)
     assert tracked.PARENT_TAG not in run.data.tags
     assert run.data.tags[tracked.RESULTS_TAG] == "true"
@@ -188,8 +185,35 @@ def test_runs_compares_three_pipeline_runs(tracking_store, monkeypatch):
     listed = json.loads(cli.stdout)
     assert [r["params"]["train.gan.lr"] for r in listed] == ["0.002", "0.0005"]
 
+    # The Experiments page: the chart and the same rows, one self-contained file.
+    page = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html"],
+        cwd=tracking_store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert page.returncode == 0, page.stderr
+    html = (tracking_store / "reports" / "runs.html").read_text()
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "deblur", "runs", "--html", "-o", "page.html", "--limit", "1"],
+        cwd=tracking_store,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        elsewhere.returncode == 0
+        and "1 pipeline run(s)" in (tracking_store / "page.html").read_text()
+    )
+    assert "3 pipeline run(s)" in html and '<img src="data:image/png;base64,' in html
+    assert "<th>train.gan.lr</th>" in html and html.count("<td>0.0005</td>") == 1
+    assert "v2 @champion" in html
+
 
 def test_runs_without_a_store(tracking_store):
     assert runs.collect() == []
     assert "no pipeline runs" in runs.show(None, json_out=False)
+    with pytest.raises(runs.DeblurError, match="no pipeline runs"):
+        runs.write_page(tracking_store / "runs.html", None)
     assert not (tracking_store / "mlflow.db").exists()  # asking did not create an empty store

@@ -116,7 +116,7 @@ def test_two_trainings_at_once_both_land(team_server, prepared, smoke_params, tm
         procs = list(pool.map(lambda r: deblur(r, team_server, "writer", "train", "gan"), roots))
     for proc in procs:
         assert proc.returncode == 0, proc.stderr[-3000:]
-    ids = [yaml.safe_load((r / "metrics" / "train_gan.json").read_text()) for r in roots]
+    ids = [yaml.safe_load((r / "run-info" / "train-gan.json").read_text()) for r in roots]
     os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
         "viewer",
         USERS["viewer"],

@@ -53,7 +53,7 @@ def test_a_server_that_comes_back_loses_nothing(prepared, smoke_params, tmp_path
     with mlflow_server(tmp_path / "server", backend, port=port) as url:
         assert training.wait(timeout=600) == 0, training.tail
         assert "is back after" in training.out
-        summary = yaml.safe_load((root / "metrics" / "train_ae.json").read_text())
+        summary = yaml.safe_load((root / "run-info" / "train-ae.json").read_text())
         client = _client(url)
         run = client.get_run(summary["mlflow_run_id"])
         assert run.info.status == "FINISHED"

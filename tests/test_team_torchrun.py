@@ -64,10 +64,11 @@ def test_two_agents_one_writer_world_recorded_resume_from_node_0(
     assert not (b / "models" / "ae.pt").exists(), "node-rank 1 wrote a DVC out"
     assert not (b / "metrics" / "train_ae.json").exists()
     summary = yaml.safe_load((a / "metrics" / "train_ae.json").read_text())
-    assert summary["world_size"] == 2 and summary["registered_version"] == 1
+    info = yaml.safe_load((a / "run-info" / "train-ae.json").read_text())
+    assert summary["world_size"] == 2 and info["registered_version"] == 1
 
     client = MlflowClient(server, server)
-    run = client.get_run(summary["mlflow_run_id"])
+    run = client.get_run(info["mlflow_run_id"])
     assert run.data.tags["world.size"] == "2" and run.data.tags["world.nodes"] == "2"
     assert len(client.search_model_versions("name='deblur-ae'")) == 1, "one registered version"
 

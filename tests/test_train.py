@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,20 @@ from deblur.data.images import png_bytes
 from deblur.errors import DeblurError
 
 
+def fit(kind: str, params: config.Params, **options):
+    """The training stage as cli.py calls it: the train section, the seed, the protocol."""
+    from deblur.train.stage import run
+
+    return run(kind, params.train, params.seed, params.preprocess.protocol, **options)
+
+
+def trainer_for(kind: str, params: config.Params, world):
+    """A Trainer over ``kind``'s own section of ``params``."""
+    from deblur.train.loop import Trainer
+
+    return Trainer(kind, getattr(params.train, kind), params.seed, world)
+
+
 def write_params(root: Path, raw: dict) -> Path:
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -31,15 +46,19 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     from mlflow import MlflowClient
 
     from deblur.tracking import registry, store
-    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params())
     summary = fit("ae", params, device="cpu")
 
-    assert summary["complete"] and summary["epochs"] == 2 and summary["steps"] == 6
+    assert summary["epochs"] == 2 and summary["steps"] == 6
+    assert all(isinstance(v, int | float) for v in summary.values())  # a DVC metric: numbers
     curves = pd.read_csv(paths.PLOTS / "train_ae.csv")
     assert list(curves["epoch"]) == [1, 2]
-    assert {"train_loss", "val_psnr", "val_ssim", "samples_per_s", "lr"} <= set(curves.columns)
+    assert {"train_loss", "val_psnr", "val_ssim", "lr"} <= set(curves.columns)
+    assert not {"seconds", "samples_per_s"} & set(curves.columns)  # timings: run-info
+    info = json.loads(paths.run_info("train-ae").read_text())
+    assert info["complete"] and [e["epoch"] for e in info["epochs"]] == [1, 2]
+    assert info["seconds"] > 0 and info["samples_per_s"] > 0
     payload = torch.load(paths.checkpoint("ae"), weights_only=True)
     assert payload["kind"] == "ae" and "train" not in payload  # inference reads weights only
     state = torch.load(paths.train_state("ae"), weights_only=True)
@@ -48,7 +67,7 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     assert not model.training
 
     store.setup()
-    run = MlflowClient().get_run(summary["mlflow_run_id"])
+    run = MlflowClient().get_run(info["mlflow_run_id"])
     assert run.info.run_name == "train-ae" and run.info.status == "FINISHED"
     assert run.data.tags["dvc.stage"] and "params.hash" in run.data.tags
     assert run.data.params["train.ae.lr"] == str(params.train.ae.lr)
@@ -57,14 +76,13 @@ def test_train_ae_writes_outputs_and_tracks_run(trained_project, smoke_params):
     per_step = MlflowClient().get_metric_history(run.info.run_id, "step_loss")
     assert [m.step for m in per_step] == [3, 6]  # 3 steps per epoch, flushed at epoch ends
     mv = registry.version_of_checkpoint("ae", paths.checkpoint("ae"))
-    assert mv is not None and int(mv.version) == summary["registered_version"] == 1
+    assert mv is not None and int(mv.version) == info["registered_version"] == 1
 
 
 def test_registered_model_accepts_any_size(trained_project, smoke_params):
     import mlflow
 
     from deblur.tracking import store
-    from deblur.train.stage import run as fit
 
     fit("ae", config.parse(smoke_params(epochs=1)), device="cpu")
     store.setup()
@@ -77,7 +95,6 @@ def test_registered_model_accepts_any_size(trained_project, smoke_params):
 
 
 def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
-    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=3))
     fit("gan", params, device="cpu")
@@ -96,7 +113,6 @@ def test_resume_matches_uninterrupted(trained_project, smoke_params, tmp_path):
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(trained_project, smoke_params, monkeypatch):
     from deblur.train import losses
-    from deblur.train.stage import run as fit
 
     calls = {"n": 0}
     real_forward = losses.Content.forward
@@ -119,13 +135,12 @@ def test_each_adversarial_loss_moves_the_generator_toward_the_target(smoke_param
     """A few steps on one batch, adversarial term on: the generator's output gets closer to
     the sharp target (finite losses alone would pass for a generator that never learns)."""
     from deblur.train.distributed import World
-    from deblur.train.loop import Trainer
 
     raw = smoke_params(epochs=1)
     # A long schedule: the smoke profile's 4-step cosine would have decayed the rate at once.
     raw["train"]["gan"].update(adversarial=adversarial, adv_weight=0.05, warmup_steps=0)
     raw["train"]["gan"].update(lr=2e-3, steps_per_epoch=1000)
-    trainer = Trainer("gan", config.parse(raw), World(0, 1, torch.device("cpu")))
+    trainer = trainer_for("gan", config.parse(raw), World(0, 1, torch.device("cpu")))
     gen = torch.Generator().manual_seed(0)
     # A target a few steps can reach: the blurry batch with its contrast stretched.
     blur = torch.nn.functional.avg_pool2d(torch.rand(4, 3, 32, 32, generator=gen), 5, 1, 2)
@@ -188,10 +203,9 @@ def test_torchrun_two_process_gloo(trained_project, smoke_params):
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    import json
-
     summary = json.loads((paths.METRICS / "train_ae.json").read_text())
-    assert summary["world_size"] == 2 and summary["complete"]
+    assert summary["world_size"] == 2
+    assert json.loads(paths.run_info("train-ae").read_text())["complete"]
     store.setup()
     runs = MlflowClient().search_runs(
         [MlflowClient().get_experiment_by_name("deblur").experiment_id]
@@ -254,7 +268,6 @@ def test_resume_refuses_a_state_from_another_step(trained_project, smoke_params)
     # A crash between writing the state and the weights leaves them a step apart.
     from deblur.errors import DeblurError
     from deblur.train import checkpoint
-    from deblur.train.stage import run as fit
 
     params = config.parse(smoke_params(epochs=1))
     fit("ae", params, device="cpu")

@@ -13,19 +13,23 @@ import pytest
 from deblur import config, verify
 from deblur.errors import DeblurError
 
-PARAMS = config.parse({})  # tolerances: PSNR 0.2 dB, SSIM 0.005
+PARAMS = config.parse({}).verify  # tolerances: PSNR 0.2 dB, SSIM 0.005
 
 EVAL = {
-    "protocol": "full",
-    "device": "cpu",
     "gan": {"psnr": 26.3353, "ssim": 0.7645, "gain_db": 0.6734, "ssim_gain": 0.0091,
-            "images": 32, "ms_per_mp": 1295.43},
+            "images": 32},
     "ae": {"psnr": 26.2713, "ssim": 0.7653, "gain_db": 0.6094, "ssim_gain": 0.0099,
-           "images": 32, "ms_per_mp": 689.79},
+           "images": 32},
     "baseline": {"psnr": 25.6198, "ssim": 0.7518, "gain_db": -0.0421, "ssim_gain": -0.0036,
-                 "images": 32, "ms_per_mp": 89.12},
+                 "images": 32},
     "blurry": {"psnr": 25.6619, "ssim": 0.7554, "images": 32},
+}  # fmt: skip
+# run-info/evaluate.json: the timings (and ids) no DVC metric holds.
+INFO = {
     "mlflow_run_id": "abc",
+    "device": "cpu",
+    "timings": {"gan": {"ms_per_mp": 1295.43}, "ae": {"ms_per_mp": 689.79},
+                "baseline": {"ms_per_mp": 89.12}},
 }  # fmt: skip
 DATA = {"pairs": 128, "test": {"pairs": 32, "psnr_blur": 25.6619, "blur_lapvar": 0.001404}}
 
@@ -57,10 +61,12 @@ def git(root: Path, *args: str) -> None:
     )
 
 
-def write(root: Path, eval_json=EVAL, data_json=DATA, readme=README) -> None:
+def write(root: Path, eval_json=EVAL, data_json=DATA, readme=README, info=INFO) -> None:
     (root / "metrics").mkdir(exist_ok=True)
+    (root / "run-info").mkdir(exist_ok=True)
     (root / "metrics" / "eval.json").write_text(json.dumps(eval_json))
     (root / "metrics" / "data.json").write_text(json.dumps(data_json))
+    (root / "run-info" / "evaluate.json").write_text(json.dumps(info))
     (root / "README.md").write_text(readme)
 
 
@@ -92,10 +98,13 @@ def test_equal_metrics_pass(repo):
     rows = verify.verify(PARAMS)
     assert failed(rows) == []
     assert verify.failure(rows, "HEAD", PARAMS) is None
-    shown = {r.figure: r.check for r in rows}
-    assert shown["eval.gan.ms_per_mp"] == "shown"  # timings are never compared
-    assert shown["README gan.psnr"] == "ok"
-    assert "eval.mlflow_run_id" not in shown
+    shown = {r.figure: r for r in rows}
+    assert shown["timing.gan.ms_per_mp"].check == "shown"  # timings are never compared
+    assert shown["timing.gan.ms_per_mp"].workspace == 1295.43
+    assert shown["README gan.ms_per_mp"].check == "shown"
+    assert shown["README gan.ms_per_mp"].committed == 1295.43  # read from run-info
+    assert shown["README gan.psnr"].check == "ok"
+    assert not [f for f in shown if "mlflow_run_id" in f or "device" in f]
 
 
 @pytest.mark.parametrize("delta", [0.25, -0.25])
@@ -114,8 +123,11 @@ def test_an_ssim_moved_either_way_fails(repo, delta):
 
 def test_within_tolerance_and_timings_pass(repo):
     within = moved(moved(EVAL, "gan", "psnr", 0.15), "ae", "ssim", -0.004)
-    within["gan"]["ms_per_mp"] = 9999.0
-    write(repo, eval_json=within)
+    slower = json.loads(json.dumps(INFO))
+    slower["timings"]["gan"]["ms_per_mp"] = 9999.0
+    write(repo, eval_json=within, info=slower)
+    assert failed(verify.verify(PARAMS)) == []
+    (repo / "run-info" / "evaluate.json").unlink()  # timings are shown only: none is no fault
     assert failed(verify.verify(PARAMS)) == []
 
 
@@ -123,8 +135,7 @@ def test_inference_options_are_figures_like_any_other_but_never_gate_a_merge(rep
     # eval.json's "options" (evaluate.flips): kept apart from the per-model keys the README
     # table and the gate read. The gate passes a change that adds them (HEAD has none)...
     options = {"gan_flips": {"psnr": 26.39, "ssim": 0.7656, "images": 32,
-                             "psnr_vs_plain": 0.0547, "ssim_vs_plain": 0.0011,
-                             "ms_per_mp": 5183.2}}  # fmt: skip
+                             "psnr_vs_plain": 0.0547, "ssim_vs_plain": 0.0011}}  # fmt: skip
     write(repo, eval_json={**EVAL, "options": options})
     assert failed(verify.verify(PARAMS, regression_only=True)) == []
     # ... while a full verify names what the revision lacks, as for any new figure.
@@ -134,7 +145,6 @@ def test_inference_options_are_figures_like_any_other_but_never_gate_a_merge(rep
     }  # fmt: skip
     git(repo, "commit", "-qam", "with options")
     timed = json.loads(json.dumps({**EVAL, "options": options}))
-    timed["options"]["gan_flips"]["ms_per_mp"] = 9999.0  # timings are shown, never compared
     timed["options"]["gan_flips"]["psnr"] += 0.25
     write(repo, eval_json=timed)
     assert failed(verify.verify(PARAMS)) == ["eval.options.gan_flips.psnr"]
@@ -169,6 +179,48 @@ def test_against_an_older_revision(repo):
     git(repo, "commit", "-qam", "better")
     assert failed(verify.verify(PARAMS, rev="HEAD")) == ["README gan.psnr"]
     assert failed(verify.verify(PARAMS, rev="HEAD~1", readme=None)) == ["eval.gan.psnr"]
+
+
+DOC = """# Quality
+
+Figures from a 2-core x86_64 VM.
+
+<!-- verify: eval.json -->
+| model | PSNR (dB) | SSIM |
+| --- | ---: | ---: |
+| GAN (this project) | 26.34 | 0.7645 |
+| blurry input | 25.66 | 0.7554 |
+
+An unmarked table is prose: | GAN (this project) | 99.99 |
+
+| model | PSNR (dB) |
+| --- | ---: |
+| GAN (this project) | 99.99 |
+"""
+
+
+def test_a_marked_docs_table_is_checked_like_the_readme(repo):
+    page = repo / "docs" / "quality.md"
+    page.parent.mkdir()
+    page.write_text(DOC)
+    rows = verify.verify(PARAMS, docs=verify.docs_pages(repo / "docs"))
+    checked = {r.figure: r.check for r in rows if r.figure.startswith(page.as_posix())}
+    assert checked == {f"{page.as_posix()} {k}.{f}": "ok" for k in ("gan", "blurry")
+                       for f in ("psnr", "ssim")}  # fmt: skip
+    page.write_text(DOC.replace("| 26.34 | 0.7645 |", "| 26.30 | 0.7645 |"))
+    rows = verify.verify(PARAMS, docs=[page])
+    assert failed(rows) == [f"{page.as_posix()} gan.psnr"]
+    assert failed(verify.verify(PARAMS, regression_only=True, docs=[page])) == []
+    page.write_text("<!-- verify: eval.json -->\n\nno table here\n")
+    with pytest.raises(DeblurError, match="marker with no table"):
+        verify.verify(PARAMS, docs=[page])
+
+
+def test_cli_verify_reads_the_docs_pages(repo):
+    (repo / "docs").mkdir()
+    (repo / "docs" / "quality.md").write_text(DOC.replace("| 25.66 |", "| 25.70 |"))
+    bad = deblur(repo, "verify")
+    assert bad.returncode == 1 and "docs/quality.md blurry.psnr" in bad.stderr
 
 
 def test_readme_table_parsing():

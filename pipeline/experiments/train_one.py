@@ -38,7 +38,8 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = False
     params = config.parse(config.merge(config.load_raw("params.yaml"), over))
     world = distributed.init(device)
-    trainer = Trainer(kind, params, world, train_data.build(kind, params, world))
+    data = train_data.build(kind, params.train, params.preprocess.protocol, params.seed, world)
+    trainer = Trainer(kind, getattr(params.train, kind), params.seed, world, data)
     cfg = trainer.cfg
     start = time.perf_counter()
     curve = []

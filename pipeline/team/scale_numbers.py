@@ -52,7 +52,7 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def _rate(root: Path) -> float:
-    return json.loads((root / "metrics" / "train_ae.json").read_text())["samples_per_s"]
+    return json.loads((root / "run-info" / "train-ae.json").read_text())["samples_per_s"]
 
 
 def throughput(base: Path) -> tuple[float, float]:

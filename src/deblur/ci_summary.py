@@ -48,6 +48,8 @@ RESULT_COLUMNS = (("psnr", ".2f"), ("ssim", ".4f"), ("gain_db", "+.2f"), ("ms_pe
 
 def results_section() -> str:
     metrics = json.loads(paths.EVAL_JSON.read_text()) if paths.EVAL_JSON.is_file() else {}
+    if metrics:  # ms / MP: run-info's, not eval.json's
+        metrics = verify.with_timings(metrics, verify.timings(None))
     body = [
         [LABELS.get(key, key)]
         + [
@@ -65,10 +67,16 @@ def results_section() -> str:
 
 def verify_section(params, rev: str, regression_only: bool) -> str:
     try:
-        rows = verify.verify(params, rev, Path("README.md"), regression_only=regression_only)
+        rows = verify.verify(
+            params.verify,
+            rev,
+            Path("README.md"),
+            regression_only=regression_only,
+            docs=verify.docs_pages(),
+        )
     except DeblurError as exc:
         return f"**verify: {exc}**"
-    failed = verify.failure(rows, rev, params)
+    failed = verify.failure(rows, rev, params.verify)
     verdict = f"**verify failed:** {failed}" if failed else f"verify: every figure matches `{rev}`"
     gate = " (merge gate: only a drop fails)" if regression_only else ""
     table = verify.markdown_table(rows, rev)

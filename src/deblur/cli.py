@@ -37,6 +37,11 @@ def _params(path: Path | None):
     return config.load(path)
 
 
+def _dump(p) -> dict:
+    """Params as a nested mapping of JSON types, as params.yaml spells them."""
+    return p.model_dump(mode="json", by_alias=True)
+
+
 def _params_or_defaults(path: Path | None):
     """``path``, else ./params.yaml, else (outside a project) the defaults: the tools that
     only need a model (predict, serve) run anywhere."""
@@ -55,7 +60,7 @@ def download(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import download as dl
 
-    dl.run(p)
+    dl.run(p.data, p.seed)
 
 
 @app.command()
@@ -64,7 +69,7 @@ def validate(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import validate as val
 
-    val.run(p)
+    val.run(p.validate_, p.data.name)
 
 
 @app.command()
@@ -73,14 +78,14 @@ def preprocess(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.data import preprocess as pre
 
-    pre.run(p)
+    pre.run(p.preprocess)
 
 
 def _train(kind: str, params: Path | None, device: str, resume: bool) -> None:
     p = _params(params)
     from deblur.train.stage import run
 
-    run(kind, p, device=device, resume=resume)
+    run(kind, p.train, p.seed, p.preprocess.protocol, device=device, resume=resume)
 
 
 DeviceOpt = Annotated[
@@ -113,7 +118,8 @@ def evaluate(params: ParamsOpt = None, device: DeviceOpt = "auto") -> None:
     p = _params(params)
     from deblur.evaluate.stage import run
 
-    run(p, device=device)
+    # The whole params go to MLflow only: the pipeline run's row in `deblur runs`.
+    run(p.evaluate, p.preprocess, p.data.name, _dump(p), device=device)
 
 
 @app.command()
@@ -122,7 +128,7 @@ def report(params: ParamsOpt = None) -> None:
     p = _params(params)
     from deblur.report.render import run
 
-    run(p)
+    run(_dump(p))
 
 
 @app.command()
@@ -177,7 +183,7 @@ def predict(
     """Deblur your own images into OUT as PNGs with the same names (inputs are never touched).
 
     Gray stays gray, 16 bits stay 16 bits, alpha and the ICC profile are kept; what a
-    format cannot keep (CMYK, palette, 16-bit colour PNG) is said per file (README, Formats).
+    format cannot keep (CMYK, palette) is said per file (README, Formats).
     """
     p = _params_or_defaults(params)
     from deblur import spec
@@ -380,15 +386,25 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     params: ParamsOpt = None,
     device: DeviceOpt = "auto",
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DEBLUR_SERVE_TOKEN",
+            help="Every API call must carry it (Authorization: Bearer); the printed "
+            "address gives it to the page. Without one, a --host beyond loopback warns.",
+            show_envvar=True,
+        ),
+    ] = None,
 ) -> None:
     """Start the demo web page: upload a photo, compare GAN and autoencoder, download.
 
     Serves each registry champion, or models/<kind>.pt when the registry has none.
+    Limits, hosts, origins and the token: docs/serving.md.
     """
     p = _params_or_defaults(params)
     from deblur.serve.app import run
 
-    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve)
+    run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve, token)
 
 
 @app.command()
@@ -459,18 +475,21 @@ def verify(
     ),
     params: ParamsOpt = None,
 ) -> None:
-    """Compare metrics/eval.json and metrics/data.json with those at REV and the README.
+    """Compare metrics/eval.json and metrics/data.json with those at REV, the README's table
+    and the docs/*.md tables marked `<!-- verify: eval.json -->`.
 
-    Tolerances in params.yaml's verify section; timings are shown, never compared. Exit 0:
+    Tolerances in params.yaml's verify section; timings (run-info/evaluate.json) are shown,
+    never compared. Exit 0:
     all figures match; 1: a figure moved (each one named); 2: a metrics file or the
     README table is missing or malformed.
     """
     p = _params(params)
     from deblur import verify as check
 
-    rows = check.verify(p, against, readme, regression_only=no_regression)
+    docs = check.docs_pages()
+    rows = check.verify(p.verify, against, readme, regression_only=no_regression, docs=docs)
     typer.echo(check.text_table(rows, against))
-    failed = check.failure(rows, against, p)
+    failed = check.failure(rows, against, p.verify)
     if failed:
         raise DeblurError(failed)
     typer.echo(f"verify: every figure matches {against} within tolerance")
@@ -480,6 +499,18 @@ def verify(
 def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(min=1, help="Newest N pipeline runs.")] = 20,
+    html: Annotated[
+        bool,
+        typer.Option(
+            "--html",
+            help="Write the Experiments page instead: the rows and their quality-against-"
+            "speed chart, to --out (the report links to reports/runs.html).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="With --html: the page's path (reports/runs.html)."),
+    ] = None,
 ) -> None:
     """List the pipeline runs of the MLflow store side by side, newest first.
 
@@ -487,9 +518,15 @@ def runs(
     differ between the rows, and per model test PSNR, SSIM, gain over the blurry input,
     ms per megapixel and the registry version (@champion marked).
     """
-    from deblur.runs import show
+    from deblur import paths
+    from deblur import runs as listed
 
-    typer.echo(show(limit, as_json))
+    if html:
+        page = out or paths.RUNS_HTML
+        n = listed.write_page(page, limit)
+        typer.echo(f"wrote {page} ({n} pipeline runs)")
+        return
+    typer.echo(listed.show(limit, as_json))
 
 
 def main() -> None:

@@ -3,6 +3,14 @@
 Every tunable number of the pipeline is declared here once, with its type and range, so a
 typo in params.yaml stops the run with one line naming the key and what it accepts instead
 of surfacing as a shape error twenty minutes into training.
+
+The defaults below are params.yaml's values, key for key (tests/test_profiles.py compares
+them value for value): a profile or a test that leaves a key out gets what the pipeline
+runs with. params.yaml spells every key out because DVC tracks only the keys it names;
+change a default in both places.
+
+Each stage is handed its own section (``Params.data``, ``Params.train.gan``, ...); only
+cli.py sees the whole ``Params``.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ from pydantic import (
 from deblur.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+# data.folder's default: dvc.yaml's download stage depends on the folder it names, and DVC
+# cannot depend on a null path, so it names an unchanging placeholder (its README says so).
+OWN_DATA_PLACEHOLDER = "pipeline/own-data"
 
 
 class Strict(BaseModel):
@@ -71,14 +82,16 @@ class DataConfig(Strict):
         description="GOPRO_Large archive (.zip, .tar, .tar.gz): http(s):// or file://",
     )
     sha256: str = Field("", pattern=r"^([0-9a-fA-F]{64})?$", description="the archive's SHA-256")
-    folder: str | None = Field(None, description="local copy in the GoPro layout (source folder)")
+    folder: str | None = Field(
+        OWN_DATA_PLACEHOLDER, description="local copy in the GoPro layout (source folder)"
+    )
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")
     def _source_needs(self) -> DataConfig:
         if self.source == "gopro" and not self.sha256:
             raise ValueError("source gopro needs data.sha256, the archive's 64-hex SHA-256")
-        if self.source == "folder" and not self.folder:
+        if self.source == "folder" and self.folder in (None, "", OWN_DATA_PLACEHOLDER):
             raise ValueError("source folder needs data.folder, a local copy in the GoPro layout")
         return self
 
@@ -173,7 +186,7 @@ class OptimConfig(Strict):
     )
     weight_decay: float = Field(1e-4, ge=0.0)
     warmup_steps: int = Field(50, ge=0)
-    grad_clip: float = Field(1.0, gt=0.0)
+    grad_clip: float = Field(0.1, gt=0.0)
     ema: float = Field(
         0.0, ge=0.0, lt=1.0, description="decay of the weights' moving average shipped; 0: off"
     )
@@ -190,7 +203,7 @@ class OptimConfig(Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16/fp16 autocast on CUDA, fp32 on a CPU; bf16: where native"
     )
-    channels_last: bool = Field(False, description="NHWC activations on a CPU (always on CUDA)")
+    channels_last: bool = Field(True, description="NHWC activations on a CPU (always on CUDA)")
     compile: bool = Field(False, description="torch.compile the model for training")
 
     @field_validator("curve")
@@ -217,6 +230,7 @@ class GanTrainConfig(OptimConfig):
 
 
 class AeTrainConfig(OptimConfig):
+    epochs: int = Field(6, ge=1)
     autoencoder: AutoencoderConfig = AutoencoderConfig()
 
 
@@ -257,6 +271,24 @@ class ServeConfig(Strict):
     tile: int | None = Field(
         None, ge=32, description="tile side for served images; None: evaluate.tile"
     )
+    max_uploads: int = Field(
+        4, ge=1, le=1000, description="uploads being received at once; more get 503"
+    )
+    disk_mb: int = Field(
+        1024, ge=64, description="uploads and results on disk, those in flight counted whole"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, description="a request's line and headers must arrive within this"
+    )
+    body_timeout_s: float = Field(
+        60.0, gt=0.0, description="an upload's whole body must arrive within this"
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0.0, description="a kept-alive connection with no request is closed after this"
+    )
+    allowed_hosts: list[str] = Field(
+        [], description="Host names served besides the loopback ones (DNS rebinding guard)"
+    )
 
 
 # --------------------------------------------------------------------------- verification
@@ -284,8 +316,13 @@ class Params(Strict):
     def section_hash(self, *keys: str) -> str:
         """A short, stable hash of the named sections, to tag runs with what produced them."""
         dump = self.model_dump(mode="json", by_alias=True)
-        blob = json.dumps({k: dump[k] for k in keys} if keys else dump, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return params_hash({k: dump[k] for k in keys} if keys else dump)
+
+
+def params_hash(tree: dict[str, Any]) -> str:
+    """A short, stable hash of a params mapping (JSON types), to tag a run with its inputs."""
+    blob = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,7 +1,13 @@
 """Every file the pipeline's stages write, named once; relative to the project root (DVC's cwd).
 
-dvc.yaml declares the same paths as outs, metrics and plots; tests/test_dag.py checks that
+dvc.yaml declares the same paths as outs, metrics and plots; tests/test_house.py checks that
 the two agree, so a path is renamed here and in dvc.yaml, nowhere else.
+
+A DVC out holds what a stage computes, so the same code and params give the same bytes;
+how long it took and which run logged it go to run-info/ (RUN_INFO), which no stage
+declares and no stage's result depends on (`train --resume` reads back its seconds only):
+git keeps it beside the metrics for the README's timings and `deblur verify`, and MLflow
+has the same figures.
 """
 
 from pathlib import Path
@@ -25,7 +31,25 @@ PER_IMAGE_CSV = REPORTS / "per_image.csv"  # evaluate: every test image's scores
 CURVE_CSV = PLOTS / "curve.csv"  # evaluate: test scores along training (quality vs compute)
 REPORT_MD = REPORTS / "report.md"
 REPORT_HTML = REPORTS / "report.html"
+SAMPLES = REPORTS / "samples"  # evaluate: the images the report shows, models' outputs
+SAMPLES_INDEX = SAMPLES / "index.json"  # evaluate: which test images, and why
+RUNS_HTML = REPORTS / "runs.html"  # `deblur runs --html`, not a stage: from the MLflow store
 BENCH_CSV = REPORTS / "bench.csv"  # `deblur bench`, not a stage
+RUN_INFO = Path("run-info")  # per stage: timings, MLflow run ids, registry versions
+
+
+# The files of SAMPLES: per sample a folder ("1", "2"...; SAMPLE_PHOTO for the real photo)
+# holding SAMPLE_BLURRY, each model's output (named after its kind) and SAMPLE_SHARP.
+SAMPLE_BLURRY, SAMPLE_SHARP, SAMPLE_PHOTO = "blurry", "sharp", "photo"
+
+
+def sample_image(folder: str, name: str) -> Path:
+    return SAMPLES / folder / f"{name}.png"
+
+
+def run_info(stage: str) -> Path:
+    """What varies between two runs of ``stage`` with the same inputs (not a DVC out)."""
+    return RUN_INFO / f"{stage}.json"
 
 
 def raw_dir(name: str) -> Path:

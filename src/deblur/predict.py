@@ -147,6 +147,25 @@ def _write(path: Path, photo: Photo, image: np.ndarray) -> None:
     write_png(path, photo.result(image), photo.icc)
 
 
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def _wait(writing, dst: Path, later: list[Path], written: list[Path], out_dir) -> None:
+    """The pending write's end; a failed one (a full disk, mostly) -> DeblurError naming the
+    file being written and the photos not attempted after it. Earlier results stay."""
+    try:
+        writing.result()
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        done = len(written) - 1  # ``dst`` is counted in written already
+        rest = f"; not attempted: {_names(later)}" if later else ""
+        raise DeblurError(
+            f"cannot write {dst} ({reason}){rest}; the {done} results before it are kept "
+            f"in {out_dir}; free space, then predict the rest (or rerun with --overwrite)"
+        ) from None
+
+
 def predict(
     inputs: list[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -185,7 +204,7 @@ def predict(
     written, skipped = [], []
     bar = tqdm(targets, desc="deblur", unit="img", disable=not progress)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        reading, writing = pool.submit(_read, sources[0]), None
+        reading, writing, pending = pool.submit(_read, sources[0]), None, targets[0]
         for i, dst in enumerate(bar):
             src = sources[i]
             photo, error = reading.result()
@@ -208,13 +227,18 @@ def predict(
                     f"torch.compile failed here ({reason}); run without --compile"
                 ) from None
             bar.set_postfix(ms=f"{(time.perf_counter() - start) * 1e3:.0f}")
-            if writing is not None:
-                writing.result()  # one result waits at most: memory stays bounded
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            writing = pool.submit(_write, dst, photo, out)
+            if writing is not None:  # one result waits at most: memory stays bounded
+                _wait(writing, pending, sources[i:], written, out_dir)
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                writing = pool.submit(_raise, exc)
+            else:
+                writing = pool.submit(_write, dst, photo, out)
+            pending = dst
             written.append(dst)
         if writing is not None:
-            writing.result()
+            _wait(writing, pending, [], written, out_dir)
     if found.ignored:
         print(f"skipped, not images: {_names(found.ignored)}", file=sys.stderr)
     if found.unsearched:

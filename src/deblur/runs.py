@@ -1,9 +1,12 @@
 """`deblur runs`: every pipeline run in the tracking store, one row each, newest first.
 
-A pipeline run is the run tracking.stages.log_evaluation marked with the test results (the parent
-of one `dvc repro` / `dvc exp run`, or a lone evaluate run): its params, commit, DVC
+A pipeline run is the run deblur.evaluate.log marked with the test results (the parent of
+one `dvc repro` / `dvc exp run`, or a lone evaluate run): its params, commit, DVC
 experiment name, per-model test metrics and the registry version each model was scored as.
 Only the params that differ between the rows are shown, so a sweep reads as its grid.
+`deblur runs --html` writes the same rows with the quality-against-speed chart as one page
+(reports/runs.html, which the report links to): the store is no DVC dependency, so the
+view over every run is this command's, not the report stage's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from deblur import textable
+from deblur import fsutil, textable
+from deblur.errors import DeblurError
 from deblur.kinds import KINDS, LABELS
 from deblur.tracking import registry, store
 from deblur.tracking.runs import RESULTS_TAG
@@ -168,3 +172,75 @@ def pareto(pts: list[dict]) -> list[int]:
             front.append(i)
             best = pts[i]["gain_db"]
     return front
+
+
+# --------------------------------------------------------------------------- the Experiments page
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>deblur: every pipeline run</title>
+<style>
+  body {{ font: 15px/1.5 system-ui, sans-serif; color: #222; max-width: 1200px;
+         margin: 2rem auto; padding: 0 1rem; }}
+  table {{ border-collapse: collapse; font-variant-numeric: tabular-nums; }}
+  th, td {{ padding: .3rem .6rem; border-bottom: 1px solid #e5e5e5; text-align: left; }}
+  th {{ background: #f6f6f6; }}
+  .note {{ color: #666; font-size: .9rem; }}
+  img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Every pipeline run: quality against speed</h1>
+<p class="note">{count} pipeline run(s) in <code>{store}</code>: test PSNR gain over the blurry
+input against ms per megapixel, one point per model per run. The dashed line is the Pareto
+front (nothing is both faster and better); a ring marks each registry champion. Timings are
+each run's own machine's.</p>
+{figure}
+<table>
+<tr>{header}</tr>
+{rows}
+</table>
+<p class="note">The same rows: <code>deblur runs</code>; the runs themselves: the MLflow UI.</p>
+</body></html>
+"""
+
+
+def _chart(rows: list[PipelineRun]) -> str:
+    """The quality-vs-speed chart as an inline PNG, or "" with no point to draw."""
+    import base64
+    import tempfile
+    from pathlib import Path
+
+    from deblur.report import figures
+
+    pts = points(rows)
+    if not pts:
+        return ""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "experiments.png"
+        figures.experiments(pts, pareto(pts), path)
+        data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="quality against speed">'
+
+
+def page(rows: list[PipelineRun]) -> str:
+    """The Experiments view over ``rows`` as one self-contained HTML page."""
+    from html import escape
+
+    header, body = table(rows)
+    return PAGE.format(
+        count=len(rows),
+        store=escape(store.tracking_uri()),
+        figure=_chart(rows),
+        header="".join(f"<th>{escape(h)}</th>" for h in header),
+        rows="\n".join(
+            "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in r) + "</tr>" for r in body
+        ),
+    )
+
+
+def write_page(path, limit: int | None) -> int:
+    """Write page() of the newest ``limit`` pipeline runs to ``path``; the number of rows."""
+    rows = collect(limit)
+    if not rows:
+        raise DeblurError(f"no pipeline runs in {store.tracking_uri()} yet; run `dvc repro` first")
+    fsutil.write_text(path, page(rows))
+    return len(rows)

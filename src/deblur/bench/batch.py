@@ -143,7 +143,7 @@ def measure(params: Params, frames: int = 16, quick: bool = False, memory: bool 
         tmp = Path(tmp)
         if ckpt is None:
             ckpt = tmp / "gan.pt"
-            arch = models.arch_config("gan", params)
+            arch = models.arch_config("gan", params.train.gan)
             torch.save(models.checkpoint_dict("gan", model, arch), ckpt)
         small = _frames(tmp / "small", n_small, size)
         many = _frames(tmp / "many", frames, size)

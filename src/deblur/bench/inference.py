@@ -53,7 +53,7 @@ def bench_model(kind: str, params: Params) -> tuple[nn.Module, Path | None, str]
     path = paths.checkpoint(kind)
     if path.is_file():
         return models.load(path), path, str(path)
-    model = models.build(kind, models.arch_config(kind, params)).eval()
+    model = models.build(kind, models.arch_config(kind, getattr(params.train, kind))).eval()
     # A fresh model is the identity (the last conv of each residual branch starts at zero),
     # which every path reproduces exactly: real weights make the comparison mean something.
     with torch.random.fork_rng():
@@ -77,7 +77,10 @@ def bf16_unsupported() -> str | None:
 def _checkpoint_file(kind: str, model: nn.Module, params: Params, tmp: Path) -> Path:
     """The bench model as a checkpoint file, for the paths that read one (export, predict)."""
     path = tmp / f"{kind}.pt"
-    torch.save(models.checkpoint_dict(kind, model, models.arch_config(kind, params)), path)
+    torch.save(
+        models.checkpoint_dict(kind, model, models.arch_config(kind, getattr(params.train, kind))),
+        path,
+    )
     return path
 
 

@@ -28,7 +28,8 @@ def bench_train(kind: str, params: Params, sizes: Sizes, repeats: int) -> dict[s
     try:
         with torch.random.fork_rng():
             # No data: the step alone, on tensors of its own.
-            trainer = Trainer(kind, params, World(rank=0, size=1, device=torch.device("cpu")))
+            cpu = World(rank=0, size=1, device=torch.device("cpu"))
+            trainer = Trainer(kind, cfg, params.seed, cpu)
             gen = torch.Generator().manual_seed(0)
             blur, sharp = (torch.rand(batch, 3, crop, crop, generator=gen) for _ in range(2))
             # Counted, not estimated as 3x the forward: the GAN's step also runs the

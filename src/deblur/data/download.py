@@ -27,7 +27,7 @@ from typing import IO
 from tqdm import tqdm
 
 from deblur import fsutil, paths
-from deblur.config import Params
+from deblur.config import DataConfig
 from deblur.data.manifest import SIDES, SPLITS, scan, write_origin
 from deblur.errors import DataError
 from deblur.fsutil import atomic_dir
@@ -38,15 +38,15 @@ TIMEOUT = 60  # seconds without a byte before a connection counts as broken
 RETRIES = 3  # automatic resumes of a broken download before giving up
 
 
-def run(params: Params) -> None:
-    data = params.data
+def run(data: DataConfig, seed: int) -> None:
+    """The DVC stage: params' data section (and the seed a synthetic render draws with)."""
     with atomic_dir(paths.RAW) as tmp:
         target = tmp / data.name
         if data.source == "synthetic":
             from deblur.data import synthetic  # scipy and skimage: only when rendering
 
-            psnr = synthetic.render(data.synthetic, params.seed, target)
-            print(f"blurry inputs vs sharp: PSNR {_fmt(psnr)} (synthetic, seed {params.seed})")
+            psnr = synthetic.render(data.synthetic, seed, target)
+            print(f"blurry inputs vs sharp: PSNR {_fmt(psnr)} (synthetic, seed {seed})")
         elif data.source == "gopro":
             extract(fetch(data.url, data.sha256), target)
         else:

@@ -3,8 +3,9 @@
 read_rgb (images.py) makes every file the 8-bit RGB that training wants. A photographer
 wants back what went in: so here gray stays gray, 16 bits stay 16 bits, alpha is carried
 through untouched while the colour is deblurred, and the ICC profile is kept. What cannot
-be kept (CMYK, a palette, 16-bit colour PNG, which Pillow decodes as 8-bit) is said in
-``Photo.notes`` for predict to print; README, "Formats", has the table.
+be kept (CMYK, a palette) is said in ``Photo.notes`` for predict to print; README,
+"Formats", has the table. Pillow decodes 16-bit colour as 8-bit, so those files go
+through other decoders: tifffile for TIFF, pyspng (libspng) for PNG.
 
 Results are written by images.write_png, the project's one PNG writer.
 """
@@ -20,6 +21,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from deblur.errors import DataError
+
+# The most pixels a user's image may have where a server takes it (the demo's uploads,
+# the MLflow model's rows): a 24 MP photo, ~1 GB of float buffers while it is deblurred.
+MAX_PIXELS = 24_000_000
 
 # Modes that only gain or lose a representation on the way to RGB; each says what it became.
 _CONVERTED = {
@@ -90,8 +95,8 @@ def read_photo(path: str | os.PathLike) -> Photo:
 
 
 def _wide_colour(img: Image.Image, path: Path) -> Photo | None:
-    """16-bit colour, which Pillow can only see as 8-bit: TIFFs through tifffile, kept;
-    PNGs noted. None for everything else."""
+    """16-bit colour, which Pillow can only see as 8-bit: TIFFs through tifffile, PNGs
+    through pyspng, upright as the EXIF says. None for everything else."""
     if img.format == "TIFF" and img.mode in ("RGB", "RGBA"):
         bits = img.tag_v2.get(258, (8,))
         if max(bits if isinstance(bits, tuple) else (bits,)) == 16:
@@ -103,10 +108,27 @@ def _wide_colour(img: Image.Image, path: Path) -> Photo | None:
                 alpha = data[..., 3] if data.shape[2] == 4 else None
                 return Photo(rgb, alpha, depth=16)
     if img.format == "PNG" and img.mode in ("RGB", "RGBA") and _png_depth(path) == 16:
-        photo = _photo(img)
-        photo.notes.append("16-bit colour PNG is read and written as 8-bit (save it as TIFF)")
-        return photo
+        import pyspng
+
+        data = pyspng.load(path.read_bytes())  # 16-bit RGB comes back with an opaque alpha
+        alpha = data[..., 3] if img.mode == "RGBA" or "transparency" in img.info else None
+        rgb = _upright(data[..., :3].astype(np.float32) / 65535.0, img)
+        alpha = None if alpha is None else _upright(alpha, img)
+        return Photo(np.ascontiguousarray(rgb), alpha, depth=16)
     return None
+
+
+# EXIF orientation -> (quarter turns counter-clockwise, then a left-right mirror), as
+# ImageOps.exif_transpose applies it to what Pillow decodes.
+_ORIENT = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False),
+           7: (1, True), 8: (1, False)}  # fmt: skip
+
+
+def _upright(array: np.ndarray, img: Image.Image) -> np.ndarray:
+    """An array decoded outside Pillow, turned as ``img``'s EXIF orientation says."""
+    turns, mirror = _ORIENT.get(img.getexif().get(0x0112, 1), (0, False))
+    array = np.rot90(array, turns)
+    return array[:, ::-1] if mirror else array
 
 
 def _png_depth(path: Path) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from deblur import paths
-from deblur.config import Params
+from deblur.config import PreprocessConfig
 from deblur.data import manifest
 from deblur.data.images import read_rgb, resize_square
 from deblur.data.parallel import imap
@@ -39,11 +39,11 @@ class Store:
         return root / self.kind / self.split if self.kind else root / self.split
 
 
-def stores(params: Params) -> list[Store]:
+def stores(cfg: PreprocessConfig) -> list[Store]:
     """What the protocol asks for, so the trainers and the evaluator find what they read."""
-    if params.preprocess.protocol == "crop":
+    if cfg.protocol == "crop":
         return [Store(split) for split in manifest.SPLITS]
-    sizes = params.preprocess.resize
+    sizes = cfg.resize
     squares = [
         Store(split, kind, getattr(sizes, kind))
         for kind in ("gan", "ae")
@@ -52,9 +52,10 @@ def stores(params: Params) -> list[Store]:
     return [*squares, Store("test")]
 
 
-def run(params: Params) -> None:
+def run(cfg: PreprocessConfig) -> None:
+    """The DVC stage: params' preprocess section over data/manifest.csv."""
     table = manifest.read(paths.MANIFEST)
-    wanted = stores(params)
+    wanted = stores(cfg)
     with atomic_dir(paths.PROCESSED) as tmp:
         counts = {}
         for split in manifest.SPLITS:
@@ -62,9 +63,9 @@ def run(params: Params) -> None:
             targets = [s for s in wanted if s.split == split]
             write_split(rows, targets, tmp)
             counts[split] = len(rows)
-        write_json(tmp / "meta.json", _meta(params, wanted, counts))
+        write_json(tmp / "meta.json", _meta(cfg, wanted, counts))
         size = sum(f.stat().st_size for f in tmp.rglob("*.npy"))
-    protocol = params.preprocess.protocol
+    protocol = cfg.protocol
     print(f"{paths.PROCESSED}: {protocol} protocol, {_counts(counts)} ({size / 1e6:.1f} MB)")
 
 
@@ -72,9 +73,9 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {split} pairs" for split, n in counts.items())
 
 
-def _meta(params: Params, wanted: list[Store], counts: dict[str, int]) -> dict:
+def _meta(cfg: PreprocessConfig, wanted: list[Store], counts: dict[str, int]) -> dict:
     return {
-        "protocol": params.preprocess.protocol,
+        "protocol": cfg.protocol,
         "stores": sorted(str(s.folder(Path())) for s in wanted),
         "sizes": {s.kind: s.size for s in wanted if s.kind},
         "pairs": counts,

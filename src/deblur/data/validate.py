@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from deblur import paths
-from deblur.config import Params
+from deblur.config import ValidateConfig
 from deblur.data import manifest
 from deblur.errors import DataError
 from deblur.fsutil import atomic_path, write_json
@@ -28,11 +28,12 @@ from deblur.fsutil import atomic_path, write_json
 SHOWN = 10  # failing rows listed per expectation; the rest are counted
 
 
-def run(params: Params) -> None:
-    root = paths.raw_dir(params.data.name)
+def run(cfg: ValidateConfig, dataset: str) -> None:
+    """The DVC stage: params' validate section over data/raw/<dataset> (data.name)."""
+    root = paths.raw_dir(dataset)
     table = manifest.build(root)
     source = manifest.origin(root)
-    failures = check(table, params, paths.EXPECTATIONS, where=_where(root, source))
+    failures = check(table, cfg, paths.EXPECTATIONS, where=_where(root, source))
     if failures:
         for failure in failures:
             print(failure.render(), file=sys.stderr)
@@ -135,14 +136,14 @@ def load_suite(path: Path):
 
 
 def check(
-    table: pd.DataFrame, params: Params, suites: Path, where=lambda path: path
+    table: pd.DataFrame, cfg: ValidateConfig, suites: Path, where=lambda path: path
 ) -> list[Failure]:
     """Validate the manifest with the suites under ``suites``; return what failed.
 
     manifest.json judges every row; split.json judges each split's rows on their own, with
-    that split's minimum number of pairs. ``where`` maps a manifest path to the file named.
+    that split's minimum number of pairs (``cfg``, params' validate section). ``where`` maps
+    a manifest path to the file named.
     """
-    cfg = params.validate_
     whole, split_suite = load_suite(suites / "manifest.json"), load_suite(suites / "split.json")
     runs = [("", whole, table, {"sharper_fraction": cfg.sharper_fraction})]
     for split, least in (("train", cfg.min_train_pairs), ("test", cfg.min_test_pairs)):

@@ -2,8 +2,8 @@
 
 train-<kind> keeps a checkpoint at each share of train.<kind>.curve (paths.curve_dir); here
 each one, and the final model, is scored on the test split exactly as the results table
-scores it, so the curve's last point is the table's figure. No timing: the curve's x axes
-are the training steps and CPU-seconds each checkpoint cost.
+scores it, so the curve's last point is the table's figure. No timing: the curve's x axis
+is the training steps each checkpoint cost (its seconds are run-info's, not a DVC out's).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from deblur import paths
 from deblur.evaluate.protocol import model_method, score_method
 from deblur.metrics import METRICS, mean_scores
 
-COLUMNS = ["model", "percent", "step", "seconds", *METRICS, *(f"{m}_gain" for m in METRICS)]
+COLUMNS = ["model", "percent", "step", *METRICS, *(f"{m}_gain" for m in METRICS)]
 
 
 def part_way(kind: str) -> list[tuple[int, Path]]:
@@ -37,19 +37,18 @@ def _row(kind: str, percent: int, path: Path, scores: dict, blurry: dict) -> dic
         "model": kind,
         "percent": percent,
         "step": meta.get("steps"),
-        "seconds": meta.get("seconds"),
         **{m: scores[m] for m in METRICS},
         **{f"{m}_gain": scores[m] - blurry[m] for m in METRICS},
     }
 
 
-def score_curve(summary: pd.DataFrame, tracks: dict[str, str], test_store, params, device):
+def score_curve(summary: pd.DataFrame, tracks: dict[str, str], test_store, ev, device):
     """One row per (model, checkpoint): test scores and their gain over the blurry input.
 
     ``summary`` is evaluate's per-model table: it holds the final models' scores (the
-    curve's 100% points) and the blurry input's, under each model's protocol ``tracks``.
+    curve's 100% points) and the blurry input's, under each model's protocol ``tracks``;
+    ``ev`` is params' evaluate section.
     """
-    ev = params.evaluate
     row_of = {(r.model, r.protocol): r._asdict() for r in summary.itertuples(index=False)}
     rows = []
     for kind, protocol in tracks.items():

@@ -4,7 +4,7 @@ Every method sees the same 8-bit blurry image and is scored on its 8-bit output,
 user sees it: the learned models go through `infer.deblur_image` with the params' tile and
 overlap, then rounding to uint8, which is exactly what `deblur predict` writes to a PNG.
 
-Protocols (params.evaluate.protocol):
+Protocols (params evaluate.protocol):
   full    the test pairs at their full resolution (the default, as the papers do).
   resize  the seed's protocol: blur and sharp are both resized to the model's training
           square (preprocess.resize.gan / .ae, anti-aliased, back to 8 bits), the model
@@ -31,11 +31,14 @@ from deblur.metrics import score
 Method = Callable[[np.ndarray], np.ndarray]
 
 
-def tracks(params) -> dict[str, str]:
-    """The protocol label each learned model is scored under: 'full' or 'resize <side>'."""
-    if params.evaluate.protocol == "full":
+def tracks(protocol: str, resize) -> dict[str, str]:
+    """The protocol label each learned model is scored under: 'full' or 'resize <side>'.
+
+    ``protocol`` is evaluate.protocol, ``resize`` preprocess.resize (the training squares).
+    """
+    if protocol == "full":
         return dict.fromkeys(KINDS, "full")
-    return {kind: f"resize {getattr(params.preprocess.resize, kind)}" for kind in KINDS}
+    return {kind: f"resize {getattr(resize, kind)}" for kind in KINDS}
 
 
 def _side(protocol: str) -> int | None:
@@ -105,12 +108,14 @@ def evaluate(
     models: dict[str, torch.nn.Module],
     test_store,
     train_store,
-    params,
+    ev,
+    protocols: dict[str, str],
     device: torch.device | str = "cpu",
 ) -> tuple[pd.DataFrame, dict[tuple[str, str], str]]:
-    """The per-image table of every method, and the table label of each baseline row."""
-    ev = params.evaluate
-    protocols = tracks(params)
+    """The per-image table of every method, and the table label of each baseline row.
+
+    ``ev`` is params' evaluate section, ``protocols`` tracks()'s labels.
+    """
     rows: list[dict] = []
     labels: dict[tuple[str, str], str] = {}
     for kind, model in models.items():
@@ -125,7 +130,11 @@ def evaluate(
 
 
 def evaluate_options(
-    models: dict[str, torch.nn.Module], test_store, params, device: torch.device | str = "cpu"
+    models: dict[str, torch.nn.Module],
+    test_store,
+    ev,
+    protocols: dict[str, str],
+    device: torch.device | str = "cpu",
 ) -> pd.DataFrame:
     """Per-image rows of each learned model under the inference options params enable.
 
@@ -134,8 +143,6 @@ def evaluate_options(
     reach results.csv, per_image.csv or eval.json's per-model keys (the README's table and
     `deblur verify` read those), only eval.json's "options" (tables.option_metrics).
     """
-    ev = params.evaluate
-    protocols = tracks(params)
     rows: list[dict] = []
     if ev.flips:
         for kind, model in models.items():

@@ -14,8 +14,13 @@ import pandas as pd
 from deblur import kinds
 from deblur.metrics import METRICS
 
-RESULT_COLUMNS = ["model", "params", *METRICS, "ms_per_mp", "protocol", "source"]
+RESULT_COLUMNS = ["model", "params", *METRICS, "protocol", "source"]
 PER_IMAGE_COLUMNS = ["model", "image", *METRICS, "ms", "megapixels", "protocol"]
+# What per_image.csv keeps (a DVC out): the same minus the timing, which a rerun changes.
+PER_IMAGE_SAVED = [c for c in PER_IMAGE_COLUMNS if c != "ms"]
+# Figures that describe the machine and the moment, not the result: they go to
+# run-info/evaluate.json and MLflow, never to eval.json (split_timings).
+TIMINGS = ("ms_per_mp",)
 
 REPORTED_SOURCE = "reported (GoPro, seed slides)"
 
@@ -77,7 +82,6 @@ def results_table(
             "model": [labels.get(key, LABELS.get(key[0], key[0])) for key in keys],
             "params": summary["model"].map(lambda k: n_params.get(k, 0)),
             **{name: summary[name].round(4) for name in METRICS},
-            "ms_per_mp": summary["ms_per_mp"].round(2),
             "protocol": summary["protocol"],
             "source": measured_source(dataset),
         }
@@ -88,7 +92,6 @@ def results_table(
                 "model": model,
                 "params": n,
                 **{name: values.get(name, math.nan) for name in METRICS},
-                "ms_per_mp": math.nan,
                 "protocol": protocol,
                 "source": REPORTED_SOURCE,
             }
@@ -105,8 +108,14 @@ def _key(model: str, protocol: str, shared: bool) -> str:
     return f"{model}_{protocol.split()[-1]}" if shared else model
 
 
-def eval_metrics(summary: pd.DataFrame, tracks: dict[str, str], device: str) -> dict:
-    """metrics/eval.json: each model's scores and its gain over the blurry input it was fed.
+def protocol_label(tracks: dict[str, str]) -> str:
+    """'full', or 'resize 448 / resize 224': the protocols the models were scored under."""
+    return " / ".join(dict.fromkeys(tracks.values()))
+
+
+def eval_metrics(summary: pd.DataFrame, tracks: dict[str, str]) -> dict:
+    """Each model's scores, its gain over the blurry input it was fed, and its ms_per_mp
+    (split_timings parts them: eval.json holds numbers a rerun reproduces).
 
     ``tracks`` maps each learned model to its protocol; the blurry input and the baseline
     are scored once per protocol, and keyed by its size when there is more than one
@@ -114,7 +123,7 @@ def eval_metrics(summary: pd.DataFrame, tracks: dict[str, str], device: str) -> 
     """
     several = len(set(tracks.values())) > 1
     by = {(r.model, r.protocol): r for r in summary.itertuples()}
-    out: dict = {"protocol": " / ".join(dict.fromkeys(tracks.values())), "device": device}
+    out: dict = {}
     for (model, protocol), row in by.items():
         scores = {name: round(getattr(row, name), 4) for name in METRICS}
         scores["images"] = row.images
@@ -154,3 +163,23 @@ def option_metrics(options: pd.DataFrame, summary: pd.DataFrame) -> dict:
         scores["ms_per_mp"] = round(row.ms_per_mp, 2)
         out[row.model] = scores
     return out
+
+
+def split_timings(tree: dict) -> tuple[dict, dict]:
+    """(the figures, the timings) of a nested metrics mapping, each keeping its nesting:
+    {'gan': {'psnr': 26.4, 'ms_per_mp': 1297.7}} -> ({'gan': {'psnr': 26.4}},
+    {'gan': {'ms_per_mp': 1297.7}})."""
+    figures: dict = {}
+    timings: dict = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            inner_figures, inner_timings = split_timings(value)
+            if inner_figures:
+                figures[key] = inner_figures
+            if inner_timings:
+                timings[key] = inner_timings
+        elif key in TIMINGS:
+            timings[key] = value
+        else:
+            figures[key] = value
+    return figures, timings

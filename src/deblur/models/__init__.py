@@ -69,10 +69,10 @@ def build_discriminator(config: DiscriminatorConfig | Mapping[str, Any]) -> Disc
     return Discriminator(_validate(DiscriminatorConfig, config, "discriminator"))
 
 
-def arch_config(kind: str, params: Params) -> BaseModel:
-    """The architecture section of params for ``kind``."""
+def arch_config(kind: str, cfg: BaseModel) -> BaseModel:
+    """The architecture section of ``kind``'s training section (params train.<kind>)."""
     _kind(kind)
-    return params.train.gan.generator if kind == "gan" else params.train.ae.autoencoder
+    return cfg.generator if kind == "gan" else cfg.autoencoder
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -181,8 +181,8 @@ def macs_per_megapixel(model: nn.Module, side: int = 256) -> int:
 
 def describe(params: Params, as_json: bool = False) -> None:
     """Print each model's parameter count and MACs per megapixel (``deblur info``)."""
-    gen = build("gan", arch_config("gan", params))
-    ae = build("ae", arch_config("ae", params))
+    gen = build("gan", arch_config("gan", params.train.gan))
+    ae = build("ae", arch_config("ae", params.train.ae))
     disc = build_discriminator(params.train.gan.discriminator)
     sizes = {
         "gan": {

@@ -9,6 +9,7 @@ connection is closed rather than drained. Nothing here holds an upload in memory
 
 from __future__ import annotations
 
+import asyncio
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -19,10 +20,10 @@ from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from deblur.data.images import read_rgb
+from deblur.data.photo import MAX_PIXELS
 from deblur.errors import DeblurError
 
 MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 24_000_000
 # Room for the multipart boundaries, part headers and the small text fields.
 FORM_SLACK = 64 * 1024
 MAX_FIELD = 256
@@ -140,11 +141,31 @@ class _Parser:
             self.sink.close()
 
 
-async def receive(request, path: Path, tally: Tally, max_bytes: int = MAX_BYTES) -> Form:
+# How long a body may take when nobody says (serve.body_timeout_s sets it for the server).
+BODY_TIMEOUT_S = 60.0
+
+
+def _late(name: str, timeout_s: float) -> UploadError:
+    return UploadError(
+        408,
+        f"{name} did not arrive within {timeout_s:g} s (serve.body_timeout_s); "
+        "try again on a faster connection, or send a smaller file",
+        close=True,
+    )
+
+
+async def receive(
+    request,
+    path: Path,
+    tally: Tally,
+    max_bytes: int = MAX_BYTES,
+    timeout_s: float = BODY_TIMEOUT_S,
+) -> Form:
     """Stream a multipart request's body; its file part goes to ``path``.
 
-    Raises UploadError (413 over the cap, 400/415/422 for a malformed form) before reading
-    any more of the body than the cap allows.
+    Raises UploadError (413 over the cap, 400/415/422 for a malformed form, 408 when the
+    body takes longer than ``timeout_s``) before reading any more of the body than the
+    cap allows.
     """
     ctype, options = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or not options.get(b"boundary"):
@@ -164,22 +185,15 @@ async def receive(request, path: Path, tally: Tally, max_bytes: int = MAX_BYTES)
         )
     }
     parser = MultipartParser(options[b"boundary"], callbacks)
-    tally.read = tally.written = read = 0
-    limit = max_bytes + FORM_SLACK
+    tally.read = tally.written = 0
     try:
-        async for chunk in request.stream():
-            read += len(chunk)  # this request's own count: uploads run side by side
-            tally.read = read
-            if read > limit:
-                name = handler.form.name or "the upload"
-                raise UploadError(
-                    413,
-                    f"{name} is larger than the {megabytes(max_bytes)} upload limit",
-                    close=True,
-                )
-            parser.write(chunk)
-            tally.written = handler.form.size
+        async with asyncio.timeout(timeout_s):
+            await _feed(request, parser, handler, tally)
         parser.finalize()
+    except TimeoutError:
+        handler.close()
+        path.unlink(missing_ok=True)
+        raise _late(handler.form.name or "the upload", timeout_s) from None
     except UploadError:
         handler.close()
         path.unlink(missing_ok=True)
@@ -194,14 +208,36 @@ async def receive(request, path: Path, tally: Tally, max_bytes: int = MAX_BYTES)
     return handler.form
 
 
-async def discard(request, max_bytes: int = MAX_BYTES) -> bool:
-    """Read and drop a body that will be refused anyway (a full queue), so the client reads
-    the answer instead of a reset connection; False if it ran past the cap (then close)."""
-    seen = 0
+async def _feed(request, parser, handler: _Parser, tally: Tally) -> None:
+    """The body, chunk by chunk, into the parser, refusing it once past the cap."""
+    read, limit = 0, handler.max_bytes + FORM_SLACK
     async for chunk in request.stream():
-        seen += len(chunk)
-        if seen > max_bytes + FORM_SLACK:
-            return False
+        read += len(chunk)  # this request's own count: uploads run side by side
+        tally.read = read
+        if read > limit:
+            name = handler.form.name or "the upload"
+            raise UploadError(
+                413,
+                f"{name} is larger than the {megabytes(handler.max_bytes)} upload limit",
+                close=True,
+            )
+        parser.write(chunk)
+        tally.written = handler.form.size
+
+
+async def discard(request, max_bytes: int = MAX_BYTES, timeout_s: float = BODY_TIMEOUT_S) -> bool:
+    """Read and drop a body that will be refused anyway (a full queue), so the client reads
+    the answer instead of a reset connection; False if it ran past the cap or the deadline
+    (then close)."""
+    seen = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > max_bytes + FORM_SLACK:
+                    return False
+    except TimeoutError:
+        return False
     return True
 
 

@@ -64,6 +64,30 @@ def set_alias(kind: str, alias: str, version: str | int) -> None:
         store.client().set_registered_model_alias(name, alias, str(version))
 
 
+def move_alias(kind: str, alias: str, version: str | int, expected: str | None) -> str | None:
+    """Compare-and-set: give ``alias`` to ``version`` only if it is still held by
+    ``expected`` (a version, or None for nobody). -> None when moved, else the version that
+    holds it now. The registry has no atomic swap, so the holder is re-read just before the
+    move and once after it: a rival that moved it in between is seen, not overwritten."""
+    now = _holder_version(kind, alias)
+    if now != (None if expected is None else str(expected)):
+        return now
+    set_alias(kind, alias, version)
+    after = _holder_version(kind, alias)
+    return None if after == str(version) else after
+
+
+def _holder_version(kind: str, alias: str) -> str | None:
+    holder = alias_holder(kind, alias)
+    return None if holder is None else str(holder.version)
+
+
+def drop_alias(kind: str, alias: str, version: str | int) -> None:
+    """Take ``alias`` away from ``version`` if it holds it (a champion is no challenger)."""
+    if _holder_version(kind, alias) == str(version):
+        store.client().delete_registered_model_alias(registered_name(kind), alias)
+
+
 # --------------------------------------------------------------------------- the local cache
 
 

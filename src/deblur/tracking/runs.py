@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from deblur.config import flatten
+from deblur.config import flatten, params_hash
 from deblur.tracking import runlog, store
 
 PIPELINE_TAG = "deblur.pipeline"
@@ -100,26 +100,21 @@ def parent_of(run) -> str | None:
 
 
 @contextmanager
-def stage_run(
-    stage: str, params, sections: tuple[str, ...] = (), logged: dict | None = None
-) -> Iterator[Any]:
+def stage_run(stage: str, logged: dict[str, Any]) -> Iterator[Any]:
     """An MLflow run named after the DVC stage, tagged with commit, stage and params hash.
 
     Inside a `dvc repro` or `dvc exp run` it nests under that invocation's pipeline run
-    (pipeline_parent), which ends FINISHED or FAILED with it. Logs ``logged`` if given,
-    else the params of ``sections`` (all when empty). The run ends FAILED if the body
-    raises, so a crashed training is visible as such in the UI.
+    (pipeline_parent), which ends FINISHED or FAILED with it. Logs ``logged``, the stage's
+    params as a nested mapping of JSON types (a stage's own sections). The run ends FAILED
+    if the body raises, so a crashed training is visible as such in the UI.
     """
     import mlflow
 
     store.setup()
-    if logged is None:
-        dump = params.model_dump(mode="json", by_alias=True)
-        logged = {k: dump[k] for k in sections} if sections else dump
     tags = {
         "dvc.stage": os.environ.get("DVC_STAGE", stage),
         "git.commit": git_commit(),
-        "params.hash": params.section_hash(*sections),
+        "params.hash": params_hash(logged),
         "dvc.exp": os.environ.get("DVC_EXP_NAME", ""),
         ROLE_TAG: "stage",
     }

@@ -12,18 +12,27 @@ from deblur.errors import DeblurError
 from deblur.fsutil import atomic_path
 
 
+def write(obj, path) -> None:
+    """torch.save ``obj`` to ``path`` atomically, the same bytes for the same tensors.
+
+    Through an open file, not the path: given a path, torch names the archive's folder
+    after the file, and the atomic write's temporary name is random.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def save(kind: str, model, arch, train_state: dict[str, Any], meta: dict) -> None:
     """Write both files atomically: a crash mid-save leaves the previous good ones in place.
 
     The training state goes first and names the step it belongs to, so a crash between
-    the two writes is caught by --resume instead of resuming mismatched weights.
+    the two writes is caught by --resume instead of resuming mismatched weights. Both are
+    DVC outs: ``meta`` and ``train_state`` hold nothing a rerun changes (no timings).
     """
-    with atomic_path(paths.train_state(kind)) as tmp:
-        torch.save({"kind": kind, "step": meta["steps"], "train": train_state}, tmp)
+    write({"kind": kind, "step": meta["steps"], "train": train_state}, paths.train_state(kind))
     payload = models.checkpoint_dict(kind, model, arch)
     payload["meta"] = meta
-    with atomic_path(paths.checkpoint(kind)) as tmp:
-        torch.save(payload, tmp)
+    write(payload, paths.checkpoint(kind))
 
 
 def load_state(kind: str) -> dict[str, Any]:

@@ -26,12 +26,14 @@ class TrainData:
             self.sampler.set_epoch(epoch)
 
 
-def build(kind: str, params, world: World) -> TrainData:
-    """data/processed's train split -> random crops for ``kind``, split by scene for validation."""
-    cfg = getattr(params.train, kind)
-    protocol = params.preprocess.protocol
+def build(kind: str, train, protocol: str, seed: int, world: World) -> TrainData:
+    """data/processed's train split -> random crops for ``kind``, split by scene for validation.
+
+    ``train`` is params' train section, ``protocol`` preprocess.protocol.
+    """
+    cfg = getattr(train, kind)
     store = PairStore(paths.PROCESSED, "train", kind=kind if protocol == "resize" else None)
-    train_idx, val_idx = split_train_val(store, params.train.val_fraction, params.seed)
+    train_idx, val_idx = split_train_val(store, train.val_fraction, seed)
     per_epoch = cfg.steps_per_epoch * cfg.batch_size * world.size
     # Rotations and colour-channel swaps keep a camera-shake pair valid (the blur turns
     # with the image) and stop a small model from memorising the few training photos.
@@ -39,7 +41,7 @@ def build(kind: str, params, world: World) -> TrainData:
         store,
         train_idx,
         crop=cfg.crop,
-        seed=params.seed,
+        seed=seed,
         length=per_epoch,
         rotate=True,
         permute_channels=True,
@@ -54,7 +56,7 @@ def build(kind: str, params, world: World) -> TrainData:
         batch_size=cfg.batch_size,
         sampler=sampler,
         shuffle=False,  # the dataset itself draws the random crops, per (seed, epoch, index)
-        num_workers=params.train.num_workers,
+        num_workers=train.num_workers,
         # Not persistent: a persistent worker keeps the copy of the dataset it started
         # with, so set_epoch never reached it and every epoch drew epoch 0's crops again.
         # A fresh worker per epoch costs a fork, well under a second per epoch.

@@ -7,7 +7,9 @@ Trainer writes no file and logs nothing: train/stage.py does, on rank 0.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import time
 from collections.abc import Callable
@@ -68,33 +70,41 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     )
 
 
+# What an epoch's row holds that a rerun changes: kept out of the history, the checkpoint
+# and the plots (DVC outs), and in run-info and MLflow instead.
+TIMINGS = ("seconds", "samples_per_s")
+
+
 @dataclass
 class State:
-    """What changes while training and must survive an interruption."""
+    """What changes while training and must survive an interruption. ``history`` (one row
+    per epoch) holds no timings; ``timings`` (per epoch, and ``seconds`` in all) does and
+    is no part of the checkpoint: --resume reads it from run-info."""
 
     epoch: int = 0
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    timings: list[dict[str, float]] = field(default_factory=list)
     # An epoch stopped part-way (train/preempt.py): its batches done, running sums, the
     # RNG state its loader was started from; None at an epoch boundary.
     partial: dict[str, Any] | None = None
 
 
 class Trainer:
-    """One model, its optimizer(s) and its state; ``data`` is None for a step-only trainer
-    (deblur bench times ``step`` on tensors of its own)."""
+    """One model, its optimizer(s) and its state, from its own params section ``cfg``
+    (train.gan or train.ae); ``data`` is None for a step-only trainer (deblur bench times
+    ``step`` on tensors of its own)."""
 
-    def __init__(self, kind: str, params, world: World, data: TrainData | None = None):
-        self.kind, self.params, self.world, self.data = kind, params, world, data
-        self.cfg = getattr(params.train, kind)
+    def __init__(self, kind: str, cfg, seed: int, world: World, data: TrainData | None = None):
+        self.kind, self.cfg, self.seed, self.world, self.data = kind, cfg, seed, world, data
         self.device = world.device
         self.amp_dtype = autocast_dtype(self.cfg.precision, self.device)
-        torch.manual_seed(params.seed)
+        torch.manual_seed(seed)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
 
-        self.arch = models.arch_config(kind, params)
+        self.arch = models.arch_config(kind, cfg)
         self.model = models.build(kind, self.arch).to(self.device)
         # NHWC lets cuDNN's tensor cores and oneDNN's blocked kernels skip layout changes.
         self.channels_last = self.device.type == "cuda" or self.cfg.channels_last
@@ -292,7 +302,6 @@ class Trainer:
         state = {
             "epoch": self.state.epoch,
             "step": self.state.step,
-            "seconds": self.state.seconds,
             "history": self.state.history,
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
@@ -309,7 +318,9 @@ class Trainer:
             )
         return state
 
-    def restore(self, payload: dict[str, Any]) -> None:
+    def restore(self, payload: dict[str, Any], timings: list[dict[str, float]] = ()) -> None:
+        """Continue from a checkpoint (checkpoint.load_state); ``timings``: its epochs' rows
+        of run-info, so the seconds run on from the interrupted run's."""
         train = payload["train"]
         if (self.ema is not None) != ("ema" in train):
             raise DeblurError(
@@ -326,11 +337,13 @@ class Trainer:
             _unwrap(self.disc).load_state_dict(train["discriminator"])
             self.d_opt.load_state_dict(train["d_optimizer"])
             self.d_sched.load_state_dict(train["d_scheduler"])
+        kept = [t for t in timings if t.get("epoch", 0) <= train["epoch"]]
         self.state = State(
             epoch=train["epoch"],
             step=train["step"],
             history=list(train["history"]),
-            seconds=train["seconds"],
+            seconds=sum(t.get("seconds", 0.0) for t in kept),
+            timings=kept,
             partial=train.get("partial"),
         )
 
@@ -339,9 +352,10 @@ class Trainer:
         checkpoint.save(self.kind, self.shipped(), self.arch, self.train_state(), self.meta())
 
     def meta(self) -> dict[str, Any]:
+        """What the checkpoint says of itself: nothing a rerun changes (timings: run-info)."""
+        cfg = json.dumps({"seed": self.seed, **self.cfg.model_dump(mode="json")}, sort_keys=True)
         return {
-            "params_hash": self.params.section_hash("seed", "train"),
+            "params_hash": hashlib.sha256(cfg.encode()).hexdigest()[:12],
             "epochs": self.state.epoch,
             "steps": self.state.step,
-            "seconds": round(self.state.seconds, 2),
         }

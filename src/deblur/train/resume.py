@@ -41,7 +41,12 @@ def save(trainer, mark: str) -> Path:
     home = paths.resume_dir(trainer.kind)
     home.mkdir(parents=True, exist_ok=True)
     payload = models.checkpoint_dict(trainer.kind, trainer.shipped(), trainer.arch)
-    payload.update(fingerprint=mark, train=trainer.train_state(), meta=trainer.meta())
+    payload.update(
+        fingerprint=mark,
+        train=trainer.train_state(),
+        meta=trainer.meta(),
+        timings=trainer.state.timings,  # run-info's, which a DVC rerun does not keep
+    )
     with atomic_path(home / STATE) as tmp:
         torch.save(payload, tmp)
     return home

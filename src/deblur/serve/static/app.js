@@ -7,6 +7,23 @@ const state = { file: null, limits: null, beforeUrl: null, afterUrl: null, done:
 
 const megabytes = (n) => `${(n / 2 ** 20).toFixed(0)} MB`;
 
+// A server started with a token prints its address as .../#token=...: keep the token for
+// this tab (the fragment never reaches the server or its logs), drop it from the address
+// bar, and send it with every API call.
+const TOKEN_KEY = "deblur-token";
+const given = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+if (given) {
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(given[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function api(url, options = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { ...(options.headers || {}) };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  return fetch(url, { ...options, headers });
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
@@ -37,7 +54,7 @@ function replaceUrl(key, blob) {
 }
 
 async function loadModels() {
-  const res = await fetch("/api/models");
+  const res = await api("/api/models");
   if (!res.ok) throw new Error(await errorText(res));
   const info = await res.json();
   state.limits = info.limits;
@@ -70,7 +87,7 @@ async function showBefore(file) {
   } catch (_) {
     const form = new FormData();
     form.append("file", file);
-    const res = await fetch("/api/png", { method: "POST", body: form });
+    const res = await api("/api/png", { method: "POST", body: form });
     if (!res.ok) throw new Error(await errorText(res));
     await loadImage(before, replaceUrl("beforeUrl", await res.blob()));
   }
@@ -143,12 +160,12 @@ function showProgress(job) {
 async function cancelJob() {
   const id = state.job;
   state.job = null;
-  if (id) await fetch(`/api/jobs/${id}`, { method: "DELETE", keepalive: true }).catch(() => {});
+  if (id) await api(`/api/jobs/${id}`, { method: "DELETE", keepalive: true }).catch(() => {});
 }
 
 // Queue the photo with POST /api/jobs, poll it until it ends, then fetch the PNG.
 async function runJob(form) {
-  const res = await fetch("/api/jobs", { method: "POST", body: form });
+  const res = await api("/api/jobs", { method: "POST", body: form });
   if (!res.ok) throw new Error(await errorText(res)); // a full queue says when to retry
   let job = await res.json();
   state.job = job.id;
@@ -156,14 +173,14 @@ async function runJob(form) {
     showProgress(job);
     await sleep(POLL_MS);
     if (state.job !== job.id) return null; // cancelled meanwhile
-    const poll = await fetch(`/api/jobs/${job.id}`);
+    const poll = await api(`/api/jobs/${job.id}`);
     if (!poll.ok) throw new Error(await errorText(poll));
     job = await poll.json();
   }
   showProgress(job);
   state.job = null;
   if (job.state !== "done") throw new Error(job.error || `the job was ${job.state}`);
-  const out = await fetch(job.result);
+  const out = await api(job.result);
   if (!out.ok) throw new Error(await errorText(out));
   return { res: out, job };
 }

@@ -1,9 +1,8 @@
-"""The evaluate and report stages' logging, kept apart from the tracking package's own jobs
-until it moves into deblur.evaluate and deblur.report (their stages own what they log)."""
+"""The `evaluate` run in MLflow: scores, timings, tables, the curve, registry tags, and the
+pipeline run's row that `deblur runs` and the MLflow compare view show."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -13,28 +12,34 @@ from deblur.kinds import registered_name
 from deblur.tracking import registry, runs, store
 
 
+def _numbers(tree: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in flatten(tree).items() if isinstance(v, int | float)}
+
+
 def log_evaluation(
-    params,
+    tracked: dict[str, Any],
     results,
     per_image,
-    metrics: dict[str, Any],
+    scores: dict[str, Any],
     version_tags: dict[str, dict],
     curve=None,
-) -> str:
-    """The `evaluate` run: scores, both tables, and ``version_tags[kind]`` (the test scores)
-    tagged on the registered version built from each scored models/<kind>.pt. The quality
-    curve (evaluate/curve.py) becomes metric histories over training steps, e.g.
+) -> tuple[str, dict[str, str]]:
+    """The run: ``scores`` (eval.json's figures and run-info's timings, nested as in
+    eval.json), both tables, and ``version_tags[kind]`` (the test scores) tagged on the
+    registered version built from each scored models/<kind>.pt. The quality curve
+    (evaluate/curve.py) becomes metric histories over training steps, e.g.
     ``curve.gan.psnr_gain``, which MLflow's charts draw against the step.
 
     The pipeline run it belongs to (else the evaluate run itself) gets the row the MLflow
-    compare view and `deblur runs` show: every param, the test metrics, the git commit, the
-    DVC experiment name and the registry version of each scored model.
+    compare view and `deblur runs` show: ``tracked`` (every param of the pipeline, nested),
+    the test metrics, the git commit, the DVC experiment name and the registry version of
+    each scored model. Returns the run id and {kind: registered version scored}.
     """
     import mlflow
 
-    with runs.stage_run("evaluate", params) as run:
-        scores = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, int | float)}
-        mlflow.log_metrics(scores)
+    with runs.stage_run("evaluate", tracked) as run:
+        numbers = _numbers(scores)
+        mlflow.log_metrics(numbers)
         mlflow.log_table(data=results, artifact_file="results.json")
         mlflow.log_table(data=per_image, artifact_file="per_image.json")
         if curve is not None:
@@ -49,20 +54,21 @@ def log_evaluation(
                     registered_name(kind), mv.version, "evaluate_run_id", run.info.run_id
                 )
                 scored[kind] = str(mv.version)
-        _log_results(runs.parent_of(run) or run.info.run_id, params, scores, scored, run)
-        return run.info.run_id
+        target = runs.parent_of(run) or run.info.run_id
+        _log_results(target, tracked, numbers, scored, run)
+        return run.info.run_id, scored
 
 
 def _log_curve(curve) -> None:
     import mlflow
 
-    values = [c for c in curve.columns if c not in ("model", "percent", "step", "seconds")]
+    values = [c for c in curve.columns if c not in ("model", "percent", "step")]
     for row in curve.dropna(subset=["step"]).itertuples(index=False):
         for name in values:
             mlflow.log_metric(f"curve.{row.model}.{name}", getattr(row, name), step=int(row.step))
 
 
-def _log_results(target: str, params, scores: dict[str, float], scored: dict, run) -> None:
+def _log_results(target: str, tracked: dict, numbers: dict[str, float], scored: dict, run):
     from mlflow.entities import Metric, RunTag
 
     c = store.client()
@@ -76,12 +82,5 @@ def _log_results(target: str, params, scores: dict[str, float], scored: dict, ru
     }
     c.log_batch(target, tags=[RunTag(k, v) for k, v in tags.items()])
     if target != run.info.run_id:  # the evaluate run logged both already
-        c.log_batch(target, metrics=[Metric(k, v, now, 0) for k, v in scores.items()])
-        runs.log_params(flatten(params.model_dump(mode="json", by_alias=True)), target)
-
-
-def log_report(params, files: list[str | os.PathLike]) -> str:
-    """The `report` run: the rendered report and its figures as artifacts."""
-    with runs.stage_run("report", params, sections=("evaluate",)) as run:
-        runs.log_artifacts(files, artifact_path="report")
-        return run.info.run_id
+        c.log_batch(target, metrics=[Metric(k, v, now, 0) for k, v in numbers.items()])
+        runs.log_params(flatten(tracked), run_id=target)
