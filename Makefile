@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml's stages call `deblur`: the venv's, whether or not the user activated it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup chromium java spark-cluster repro test test-slow lint format bench serve mlflow-ui mlflow-server sweep runs clean help
+.PHONY: setup chromium postgresql java spark-cluster repro test test-slow lint format bench serve mlflow-ui mlflow-server sweep runs clean help
 
 help:
 	@echo "make repro   set up .venv if needed, then run the whole DVC pipeline (dvc repro)"
@@ -22,7 +22,7 @@ help:
 	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | runs | test-slow | clean"
 	@echo "make spark-cluster   a Spark standalone master + worker on 127.0.0.1 (docs/batch.md)"
 
-setup: java
+setup: postgresql java
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
 		echo "setup: .venv is up to date"; \
 	else \
@@ -48,6 +48,19 @@ chromium:
 		{ $$sudo apt-get update -qq && \
 		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "setup: warning: could not install chromium; the browser test will not run"; \
+	fi
+
+# The team tests run Debian's PostgreSQL 15 (tests/team_servers.py), installed like chromium.
+POSTGRES := /usr/lib/postgresql/15/bin/initdb
+postgresql:
+	@if [ ! -x $(POSTGRES) ] && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+		else echo "setup: $(POSTGRES) missing; apt-get install postgresql-15 as root"; exit 0; fi; \
+		echo "setup: installing Debian's postgresql-15 for the team tests"; \
+		{ $$sudo apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql-15 >/dev/null; } \
+		|| echo "setup: warning: could not install postgresql-15; the team tests will skip"; \
 	fi
 
 # `deblur batch` runs on Apache Spark, whose JVM needs a Java runtime (17+). Where `java` is
@@ -103,14 +116,12 @@ mlflow-ui: setup
 	@echo "open http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-# A team's tracking server: database backend + artifact root, on loopback by default.
+# A team's tracking server (docs/scale-out.md): MLFLOW_BACKEND (the SQLite file by default,
+# or a postgresql:// URI), artifacts through the server, MLFLOW_AUTH=basic for logins.
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5001
 mlflow-server: setup
-	mkdir -p mlflow-server
-	$(BIN)/mlflow server --backend-store-uri sqlite:///mlflow-server/mlflow.db \
-		--artifacts-destination mlflow-server/artifacts \
-		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+	BIN=$(BIN) MLFLOW_HOST=$(MLFLOW_HOST) MLFLOW_PORT=$(MLFLOW_PORT) pipeline/team/mlflow-server.sh
 
 # A grid of experiments side by side (README, "Sweeps"): queued with `dvc exp run --queue`,
 # run SWEEP_JOBS at a time by `dvc queue start`, recorded in the tracking server that

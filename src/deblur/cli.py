@@ -256,6 +256,14 @@ def bench(
     sizes: Annotated[
         str, typer.Option(help="With --serve: photo sizes, from 720p and 20mp.")
     ] = "720p,20mp",
+    tracking_cost: Annotated[
+        bool,
+        typer.Option(
+            "--tracking",
+            help="Instead: MLflow logging's cost per training step, local SQLite against "
+            "a tracking server with and without logins (started on loopback).",
+        ),
+    ] = False,
     batch_paths: Annotated[
         bool,
         typer.Option(
@@ -272,6 +280,14 @@ def bench(
     With --serve: the demo server's throughput, latency, 503s and RSS under load instead.
     With --batch: predict against batch on Spark (docs/batch.md) instead.
     """
+    if tracking_cost:
+        import json
+
+        from deblur.bench import tracking as cost
+
+        results = cost.bench_tracking()
+        typer.echo(json.dumps(results, indent=2) if as_json else cost.text(results))
+        return
     if batch_paths:
         from deblur.bench import batch as spark
 
@@ -530,6 +546,29 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as exc:
+        _refused(exc)
+        raise
+
+
+def _refused(exc: Exception) -> None:
+    """A login the tracking server refused (401/403), or a server that stopped answering
+    after MLflow's own retries: its one line, not MLflow's traceback."""
+    import os
+
+    from deblur.tracking import access, runlog
+
+    line = access.refusal(exc)
+    mlflow_side = type(exc).__module__.split(".")[0] in ("mlflow", "requests", "urllib3")
+    if line is None and mlflow_side and runlog.unreachable(exc):
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+        line = (
+            f"{uri} stopped answering ({str(exc).splitlines()[0][:160]}); start it and run "
+            "the command again (a training stage continues from models/resume/)"
+        )
+    if line is not None:
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -87,3 +87,9 @@ def curve_dir(kind: str) -> Path:
 
 def curve_checkpoint(kind: str, percent: int) -> Path:
     return curve_dir(kind) / f"{percent}.pt"
+
+
+def resume_dir(kind: str) -> Path:
+    """train-<kind>'s resume state (after SIGTERM, a lost tracking server or each epoch):
+    not a DVC out, so the next `dvc repro`, which deletes the stage's outs, still finds it."""
+    return MODELS / "resume" / kind

@@ -9,7 +9,11 @@ depends on the modules it uses and no more):
   cache of registry checkpoints (deblur.promote decides who gets an alias);
 - ``flavour``: a checkpoint logged and registered as the pyfunc model (its signature and
   input example), so it accepts any image size;
-- ``stages``: the evaluate and report stages' logging.
+- ``stages``: the evaluate and report stages' logging;
+- ``access``: a refused login (401/403 from the basic-auth app) -> one line naming the user,
+  what it may not do and the fix;
+- ``runlog``: a training run's metrics in batches, kept through a server outage (bounded
+  by a patience), and runs a SIGKILL left RUNNING closed.
 
 Nothing else in the package imports mlflow (but pyfunc.py, the logged model itself), so
 the rules of docs/architecture.md's MLflow part live here once.

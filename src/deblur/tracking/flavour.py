@@ -10,7 +10,7 @@ import numpy as np
 
 from deblur import fsutil
 from deblur.kinds import registered_name
-from deblur.tracking import store
+from deblur.tracking import access, store
 
 PACKAGE = Path(__file__).parent.parent  # the deblur package, shipped with the model as code
 
@@ -99,7 +99,9 @@ def register_trained(kind: str, checkpoint: str | os.PathLike):
     The tag ties the version to the exact models/<kind>.pt file that `deblur evaluate`
     scores (the training state beside it, paths.train_state, stays out of the registry).
     """
-    mv = log_model(kind, Path(checkpoint))
+    name = registered_name(kind)
+    with access.acting(f"register a new version of {name}", "EDIT on the registered model"):
+        mv = log_model(kind, Path(checkpoint))
     store.client().set_model_version_tag(
         registered_name(kind), mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint)
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from deblur import fsutil
 from deblur.errors import DeblurError
 from deblur.kinds import registered_name
-from deblur.tracking import store
+from deblur.tracking import access, store
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -48,7 +48,8 @@ def alias_holder(kind: str, alias: str):
 
     try:
         return store.client().get_model_version_by_alias(registered_name(kind), alias)
-    except MlflowException:
+    except MlflowException as exc:
+        access.raise_if_refused(exc, store.tracking_uri())
         return None
 
 
@@ -58,7 +59,9 @@ def champion(kind: str):
 
 
 def set_alias(kind: str, alias: str, version: str | int) -> None:
-    store.client().set_registered_model_alias(registered_name(kind), alias, str(version))
+    name = registered_name(kind)
+    with access.acting(f"move @{alias} of {name}", "EDIT on the registered model"):
+        store.client().set_registered_model_alias(name, alias, str(version))
 
 
 def move_alias(kind: str, alias: str, version: str | int, expected: str | None) -> str | None:
@@ -154,6 +157,7 @@ def download_checkpoint(uri: str) -> Path:
 
 
 def _not_found(uri: str, exc) -> DeblurError:
+    access.raise_if_refused(exc, store.tracking_uri())  # a refusal is not 'not found'
     return DeblurError(
         f"model {uri} not found in {store.tracking_uri()} ({exc.error_code}); "
         "train and promote first, or pass a checkpoint path"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from deblur.config import flatten, params_hash
-from deblur.tracking import store
+from deblur.tracking import runlog, store
 
 PIPELINE_TAG = "deblur.pipeline"
 ROLE_TAG = "deblur.role"
@@ -124,13 +124,26 @@ def stage_run(stage: str, logged: dict[str, Any]) -> Iterator[Any]:
         tags |= {PIPELINE_TAG: key, PARENT_TAG: parent}
     status = "FAILED"
     try:
-        with mlflow.start_run(run_name=stage, tags=tags) as run:
+        run = mlflow.start_run(run_name=stage, tags=tags)
+        try:
             log_params(flatten(logged))
             yield run
+        except BaseException as exc:
+            # KILLED for a signal (train/preempt.py), else FAILED; a dead server is not
+            # waited on: the stage's next start closes the run (runlog.close_stale).
+            status = getattr(exc, "run_status", "FAILED")
+            runlog.end_active_run(status)
+            raise
+        mlflow.end_run("FINISHED")
         status = "FINISHED"
     finally:
         if parent:
-            store.client().set_terminated(parent, status)
+            with runlog.one_attempt():
+                try:
+                    store.client().set_terminated(parent, status)
+                except Exception as exc:
+                    if not runlog.unreachable(exc):
+                        raise
 
 
 def log_params(values: dict[str, Any], run_id: str | None = None) -> None:

@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from deblur import device as devices
+from deblur.errors import DeblurError
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,11 @@ class World:
     # Launched by torchrun: a process group and DDP even for one process, so a one-GPU
     # run takes the same code path as a many-GPU one.
     distributed: bool = False
+    local_size: int = 1  # processes on this node (torchrun's LOCAL_WORLD_SIZE)
+
+    @property
+    def nodes(self) -> int:
+        return max(1, self.size // max(1, self.local_size))
 
     @property
     def main(self) -> bool:
@@ -36,17 +42,62 @@ def init(device: str = "auto") -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", str(size)))
     dev = devices.resolve(device, local_rank)
     global _launcher_pid
     _launcher_pid = _launcher() if launched else None
     if launched and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-        # CPU processes share the cores: without this each takes them all and they thrash.
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        except Exception as exc:
+            if not is_peer_loss(exc):
+                raise
+            _end_own_launcher()  # as end_launcher: torchrun's report would bury the line
+            raise DeblurError(
+                f"rank {rank}: a peer process ended while the ranks were connecting (its "
+                "node's log says why); every node stops, rerun them together"
+            ) from None
+        # CPU processes share their node's cores: without this each takes them all and they
+        # thrash. A node's share is its own process count, not the world's.
         if dev.type == "cpu":
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // size))
-    return World(rank=rank, size=size, device=dev, distributed=launched)
+            torch.set_num_threads(threads_per_process(local_size))
+    return World(rank, size, dev, distributed=launched, local_size=local_size)
+
+
+def threads_per_process(local_size: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, local_size))
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank, so all ranks stop after the same step."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=world.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def broadcast(world: World, obj):
+    """Rank 0's ``obj`` on every rank (a resume state only rank 0's disk holds)."""
+    if not world.distributed or world.size == 1:
+        return obj
+    box = [obj if world.main else None]
+    dist.broadcast_object_list(box, src=0, device=torch.device("cpu"))
+    return box[0]
+
+
+def hosts(world: World) -> list[str]:
+    """Each rank's host name, in rank order (on rank 0; the others get theirs alone)."""
+    import socket
+
+    name = socket.gethostname()
+    if not world.distributed or world.size == 1:
+        return [name]
+    names: list[str | None] = [None] * world.size
+    dist.all_gather_object(names, name)
+    return [str(n) for n in names]
 
 
 def barrier(world: World) -> None:
@@ -91,15 +142,27 @@ def _launcher() -> int | None:
         command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return None  # no /proc: leave the launcher alone, its report is only noise
-    if b"torchrun" in command or b"torch.distributed.run" in command:
+    if any(name in command for name in (b"torchrun", b"torch.distributed.run", b"deblur.launch")):
         return parent
     return None
 
 
 def end_launcher(world: World) -> None:
     """Before this rank exits with a clean error: end torchrun, so it adds no report."""
-    if world.distributed and _launcher_pid is not None and os.getppid() == _launcher_pid:
+    if world.distributed:
+        _end_own_launcher()
+
+
+def _end_own_launcher() -> None:
+    if _launcher_pid is not None and os.getppid() == _launcher_pid:
         os.kill(_launcher_pid, signal.SIGKILL)
+
+
+def is_peer_loss(exc: BaseException) -> bool:
+    """A collective that broke because another rank (maybe on another node) went away."""
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(w in str(exc) for w in ("Gloo", "gloo", "NCCL"))
+    )
 
 
 def peer_failed(world: World, grace: float = PEER_GRACE) -> bool:

@@ -8,6 +8,7 @@ Trainer writes no file and logs nothing: train/stage.py does, on rank 0.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import time
@@ -26,7 +27,7 @@ from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
 from deblur.infer import deblur_image
 from deblur.metrics import mean_scores, score
-from deblur.train import checkpoint, distributed, losses
+from deblur.train import checkpoint, distributed, losses, preempt
 from deblur.train.data import TrainData
 from deblur.train.distributed import World
 from deblur.train.ema import EMA
@@ -85,6 +86,9 @@ class State:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     timings: list[dict[str, float]] = field(default_factory=list)
+    # An epoch stopped part-way (train/preempt.py): its batches done, running sums, the
+    # RNG state its loader was started from; None at an epoch boundary.
+    partial: dict[str, Any] | None = None
 
 
 class Trainer:
@@ -129,6 +133,8 @@ class Trainer:
         # plain module, so a checkpoint never depends on a compiler being present.
         self.forward = torch.compile(self.model) if self.cfg.compile else self.model
         self.state = State()
+        # Asked after every step; true (on any rank): stop after it (preempt.Stop).
+        self.should_stop: Callable[[], bool] = lambda: False
 
     def _optimizer(self, module, lr, betas, total):
         opt = torch.optim.AdamW(
@@ -207,26 +213,43 @@ class Trainer:
         self.model.train()
         if self.disc is not None:
             self.disc.train()
-        sums: dict[str, float] = {}
-        start = time.perf_counter()
+        part = self.state.partial or {}
+        self.state.partial = None
+        sums: dict[str, float] = dict(part.get("sums", {}))
+        recent: list[float] = list(part.get("recent", []))
+        done = int(part.get("batches", 0))
+        start = time.perf_counter() - float(part.get("seconds", 0.0))
+        loader_rng = part.get("loader_rng", torch.get_rng_state())
+        batches = self._batches(loader_rng, done)
         bar = tqdm(
-            self.data.loader,
+            batches,
             total=self.cfg.steps_per_epoch,
+            initial=done,
             desc=f"{self.kind} epoch {epoch + 1}/{self.cfg.epochs}",
             unit="batch",
             disable=not self.world.main,
             dynamic_ncols=True,
         )
-        recent: list[float] = []
         for blur, sharp in bar:
             parts = self.step(blur, sharp)
             self.state.step += 1
+            done += 1
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value)
             recent.append(float(parts["loss"]))
             bar.set_postfix(loss=f"{recent[-1]:.4f}")
             if len(recent) == LOG_EVERY:
                 self._report(recent, on_steps)
+            if distributed.any_rank(self.world, self.should_stop()):
+                bar.close()
+                self.state.partial = {
+                    "batches": done,
+                    "sums": sums,
+                    "recent": recent,
+                    "seconds": time.perf_counter() - start,
+                    "loader_rng": loader_rng,
+                }
+                raise preempt.Stop(self.state.step)
         if recent:
             self._report(recent, on_steps)
         seconds = time.perf_counter() - start
@@ -238,6 +261,17 @@ class Trainer:
             lr=self.opt.param_groups[0]["lr"],
         )
         return row
+
+    def _batches(self, loader_rng: torch.Tensor, skip: int):
+        """The epoch's batches from number ``skip`` on, exactly as an uninterrupted epoch
+        draws them: the loader starts from the RNG state the epoch's loader started from
+        (its iterator draws a seed), the crops are a function of (seed, epoch, index), and
+        the RNG then continues where the stopped run left it."""
+        now = torch.get_rng_state()
+        torch.set_rng_state(loader_rng)
+        batches = iter(self.data.loader)
+        torch.set_rng_state(now if skip else torch.get_rng_state())
+        return itertools.islice(batches, skip, None)
 
     def _report(self, recent: list[float], on_steps) -> None:
         """A point of the per-step loss curve: the mean of the last few steps, because one
@@ -273,6 +307,7 @@ class Trainer:
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "rng": torch.get_rng_state(),
+            "partial": self.state.partial,
         }
         if self.ema is not None:  # the checkpoint holds the average: keep the raw weights too
             state.update(weights=_unwrap(self.model).state_dict(), ema=self.ema.state_dict())
@@ -310,6 +345,7 @@ class Trainer:
             history=list(train["history"]),
             seconds=sum(t.get("seconds", 0.0) for t in kept),
             timings=kept,
+            partial=train.get("partial"),
         )
 
     def save(self) -> None:
