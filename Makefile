@@ -50,7 +50,7 @@ chromium:
 		|| echo "setup: warning: could not install chromium; the browser test will not run"; \
 	fi
 
-# The team tests run Debian's PostgreSQL 15 (tests/team_servers.py), installed like chromium.
+# The team tests run Debian's PostgreSQL 15 (tests/support/team_servers.py), installed like chromium.
 POSTGRES := /usr/lib/postgresql/15/bin/initdb
 postgresql:
 	@if [ ! -x $(POSTGRES) ] && command -v apt-get >/dev/null; then \

@@ -12,9 +12,9 @@ import time
 
 import pytest
 import yaml
-from servers import free_port
-from team_procs import Watched
-from team_servers import mlflow_server
+from support.servers import free_port
+from support.team_procs import Watched
+from support.team_servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 OUTAGE_S = 60  # how long the server stays away in the case that comes back

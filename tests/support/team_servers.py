@@ -21,7 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from servers import free_port, running
+
+from support.servers import free_port, running
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 BIN = Path(sys.executable).parent

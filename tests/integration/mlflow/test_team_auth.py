@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from team_servers import USERS, grant_team, mlflow_server, postgres
+from support.team_servers import USERS, grant_team, mlflow_server, postgres
 
 pytestmark = pytest.mark.slow
 

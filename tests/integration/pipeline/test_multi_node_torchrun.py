@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers import free_port
-from team_procs import Watched
-from team_servers import mlflow_server
+from support.servers import free_port
+from support.team_procs import Watched
+from support.team_servers import mlflow_server
 
 from deblur.train import distributed
 
