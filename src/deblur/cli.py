@@ -402,7 +402,7 @@ def serve(
     Limits, hosts, origins and the token: docs/serving.md.
     """
     p = _params_or_defaults(params)
-    from deblur.serve.app import run
+    from deblur.serve.server import run
 
     run(host, port, p.serve.tile or p.evaluate.tile, p.evaluate.overlap, device, p.serve, token)
 

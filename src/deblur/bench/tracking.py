@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deblur import environ
 from deblur.bench.serve import free_port, stop, wait_ready
 from deblur.bench.timing import say
 from deblur.errors import DeblurError
@@ -107,22 +108,11 @@ def bench_tracking(calls: int = 30, steps: int = 800, step_s: float = 0.3) -> di
         folder.mkdir()
         say(f"tracking: {name}")
         proc, url = _server(folder, ttl)
-        old = {
-            k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-        }
-        if ttl is not None:
-            os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
-                ADMIN,
-                PASSWORD,
-            )
+        logins = {"MLFLOW_TRACKING_USERNAME": ADMIN, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
         try:
-            results[name] = _measure(url, calls, steps, step_s)
+            with environ.scoped(logins if ttl is not None else {}):
+                results[name] = _measure(url, calls, steps, step_s)
         finally:
-            for key, value in old.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             stop(proc)
     results["step_s"] = step_s
     results["load"] = round(os.getloadavg()[0], 2)

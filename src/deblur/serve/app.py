@@ -27,10 +27,7 @@ which create_app builds.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import traceback
@@ -38,7 +35,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,67 +43,22 @@ from fastapi.staticfiles import StaticFiles
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from deblur import allocator, paths, spec
-from deblur import device as devices
+from deblur import allocator
 from deblur.config import ServeConfig
 from deblur.data.images import to_uint8, write_png
 from deblur.data.photo import MAX_PIXELS
-from deblur.errors import DeblurError
 from deblur.infer import OVERLAP, TILE, deblur_image, tile_count
-from deblur.kinds import KINDS, LABELS
+from deblur.kinds import LABELS
 from deblur.serve import schema, uploads
 from deblur.serve.budget import Budget
-from deblur.serve.connections import protocol
-from deblur.serve.guard import Guard, GuardMiddleware, is_loopback
+from deblur.serve.guard import Guard, GuardMiddleware
+from deblur.serve.models import Served, load_models, warm_up
 from deblur.serve.queue import Job, Queue
 from deblur.serve.uploads import ACCEPTED, MAX_BYTES, UploadError
 
 STATIC = Path(__file__).parent / "static"
 # How often a waiting request looks at its job and at its connection.
 POLL_S = 0.1
-WARM_SIDE = 256
-TOKEN_ENV = "DEBLUR_SERVE_TOKEN"
-
-
-@dataclass
-class Served:
-    """One model choice on the page: where it comes from, and the loaded model if any."""
-
-    kind: str
-    source: str  # for people: "deblur-gan v3 @champion (MLflow registry)"
-    model: torch.nn.Module | None = None
-    missing: str = ""  # why it is not available
-
-    def describe(self) -> dict:
-        return {
-            "kind": self.kind,
-            "label": LABELS[self.kind],
-            "available": self.model is not None,
-            "source": self.source if self.model is not None else self.missing,
-        }
-
-
-# --------------------------------------------------------------------------- models
-
-
-def find_model(kind: str, device: torch.device) -> Served:
-    """What spec.choose picks (the champion, else models/<kind>.pt), loaded; else unavailable."""
-    chosen = spec.choose(kind)
-    if chosen is None:
-        path = paths.checkpoint(kind)
-        return Served(kind, "", missing=f"no champion and no {path}; run `deblur train {kind}`")
-    model_spec, source = chosen
-    return Served(kind, source, spec.load(model_spec, device=device))
-
-
-def load_models(device: torch.device) -> dict[str, Served]:
-    served = {kind: find_model(kind, device) for kind in KINDS}
-    if all(s.model is None for s in served.values()):
-        raise DeblurError(
-            "no model to serve: the registry has no champion and models/gan.pt and "
-            "models/ae.pt do not exist; run `make repro` (or `dvc repro`) first"
-        )
-    return served
 
 
 # --------------------------------------------------------------------------- the state
@@ -182,7 +133,7 @@ def create_app(
         folder, limits.max_uploads, limits.disk_mb * 2**20, max_bytes, queue.retry_after
     )
     if warm:
-        _warm_up(served, queue, tile, overlap, device)
+        warm_up(served, queue, tile, overlap, device)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -439,117 +390,3 @@ def cancel_job(job_id: str, request: Request):
     if job.ended is not None:  # finished already: its result is not wanted any more
         st.queue.forget(job)
     return Response(status_code=204)
-
-
-def _warm_up(served: dict[str, Served], queue: Queue, tile: int, overlap: int, device) -> None:
-    """One small pass per model: first-call costs paid, and a first ms-per-MP estimate."""
-    import time
-
-    image = np.full((WARM_SIDE, WARM_SIDE, 3), 128, np.uint8)
-    for kind, s in served.items():
-        if s.model is None:
-            continue
-        deblur_image(s.model, image, tile, overlap, device)
-        start = time.perf_counter()
-        deblur_image(s.model, image, tile, overlap, device)
-        queue.learn(kind, (time.perf_counter() - start) * 1e3, WARM_SIDE**2 / 1e6)
-    allocator.release()
-
-
-def _check_port(host: str, port: int) -> None:
-    """Fail in one line on a bad host or a taken port, before loading any model (uvicorn
-    would only find out after, and log a traceback)."""
-    try:
-        socket.getaddrinfo(host, port)
-    except socket.gaierror:
-        raise DeblurError(f"--host {host} is neither an IP address nor a known name") from None
-    try:
-        with socket.create_server((host, port)):
-            pass
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise DeblurError(
-            f"cannot listen on {host}:{port} ({reason}); pick another --port or --host"
-        ) from None
-
-
-def uvicorn_config(app, **kwargs):
-    """uvicorn's settings for ``app``: its header deadline and idle timeout (serve params)."""
-    import uvicorn
-
-    limits = app.state.deblur.limits
-    return uvicorn.Config(
-        app,
-        http=protocol(limits.header_timeout_s),
-        timeout_keep_alive=limits.idle_timeout_s,
-        log_level="warning",
-        **kwargs,
-    )
-
-
-def exposure_warning(host: str, token: str | None) -> str | None:
-    """The one line `deblur serve` prints when bound beyond loopback with no token."""
-    if is_loopback(host) or token:
-        return None
-    return (
-        f"warning: serving on {host} without a token: anyone who can reach this address "
-        "can upload photos and spend this machine's CPU; pass --token (or set "
-        f"{TOKEN_ENV})"
-    )
-
-
-class Stopped(Exception):
-    """SIGTERM or SIGINT, once uvicorn has shut down: unwinds run() so its cleanup runs."""
-
-
-def _stop(signum, frame):
-    raise Stopped(signum)
-
-
-def run(
-    host: str,
-    port: int,
-    tile: int,
-    overlap: int,
-    device: str = "auto",
-    limits: ServeConfig | None = None,
-    token: str | None = None,
-) -> None:
-    """`deblur serve`: load the models, then serve until SIGTERM or Ctrl-C.
-
-    uvicorn shuts down gracefully on either signal and then raises it again, which would
-    kill the process before the temporary folder is removed: so both are turned into an
-    exception here first, and the folder goes in ``finally`` whichever way it stops.
-    """
-    import uvicorn
-
-    _check_port(host, port)
-    token = token or os.environ.get(TOKEN_ENV) or None
-    dev = devices.resolve(device)
-    served = load_models(dev)
-    for s in served.values():
-        print(f"{LABELS[s.kind]:<12} {s.describe()['source']}")
-    limits = limits or ServeConfig()
-    app = create_app(
-        served, tile=tile, overlap=overlap, device=dev, limits=limits, host=host, token=token
-    )
-    shown = f"[{host}]" if ":" in host else host
-    page = f"http://{shown}:{port}" + (f"/#token={token}" if token else "")
-    if warning := exposure_warning(host, token):
-        print(warning, file=sys.stderr, flush=True)
-    print(
-        f"deblur demo on {page}  (one job at a time, {limits.max_waiting} may "
-        f"wait up to {limits.timeout_s:g} s; Ctrl-C stops it)",
-        flush=True,
-    )
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        uvicorn.Server(uvicorn_config(app, host=host, port=port)).run()
-    except Stopped as stop:
-        name = signal.Signals(stop.args[0]).name
-        print(f"stopped ({name}); removed {app.state.folder}", flush=True)
-        raise SystemExit(128 + stop.args[0]) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        shutil.rmtree(app.state.folder, ignore_errors=True)

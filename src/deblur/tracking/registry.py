@@ -8,11 +8,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from deblur import fsutil
+from deblur import environ, fsutil
 from deblur.errors import DeblurError
 from deblur.kinds import registered_name
 from deblur.tracking import access, store
@@ -171,7 +169,7 @@ def _download(uri: str, into: Path) -> Path:
     # MLflow draws a progress bar per file (52 for a logged model) unless told not to.
     quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     try:
-        with _env(quiet):
+        with environ.scoped(quiet):
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(into)))
     except MlflowException as exc:
         raise _not_found(uri, exc) from None
@@ -183,17 +181,3 @@ def _checkpoint_in(local: Path, uri: str) -> Path:
     if not found:
         raise DeblurError(f"{uri} holds no deblur checkpoint; pass a models:/deblur-... URI")
     return found[0]
-
-
-@contextmanager
-def _env(values: dict[str, str]) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

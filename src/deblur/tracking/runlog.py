@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from deblur import environ
 from deblur.errors import DeblurError
 
 FLUSH_EVERY_S = 15.0
@@ -49,16 +50,8 @@ def one_attempt(timeout_s: int = 10) -> Iterator[None]:
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
         "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s)),
     }
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
+    with environ.scoped(keys):
         yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def unreachable(exc: BaseException) -> bool:

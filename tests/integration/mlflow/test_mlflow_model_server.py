@@ -90,7 +90,7 @@ def invoke(url: str, records: list[dict]) -> tuple[int, dict]:
 
 
 def test_demo_page_serves_the_champion(champion):
-    from deblur.serve.app import find_model
+    from deblur.serve.models import find_model
 
     served = find_model("gan", torch.device("cpu"))
     assert served.source == "deblur-gan v1 @champion (MLflow registry)"

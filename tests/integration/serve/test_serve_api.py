@@ -24,6 +24,8 @@ from deblur import infer
 from deblur.data.images import to_uint8
 from deblur.errors import DeblurError
 from deblur.serve import app as serve_app
+from deblur.serve import models as serve_models
+from deblur.serve import server as serve_server
 
 
 def encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -147,8 +149,8 @@ def test_unknown_or_missing_model_is_4xx_with_a_message(url, project):
     assert res.status_code == 400
     assert res.json()["detail"] == "unknown model 'vgg'; choose one of gan, ae"
 
-    missing = serve_app.Served("ae", "", missing="no champion and no models/ae.pt")
-    served = {"gan": serve_app.Served("gan", "tiny", project["gan"]), "ae": missing}
+    missing = serve_models.Served("ae", "", missing="no champion and no models/ae.pt")
+    served = {"gan": serve_models.Served("gan", "tiny", project["gan"]), "ae": missing}
     base, server, thread = start(serve_app.create_app(served))
     try:
         res = post(base, encode(random_image(8, 8)), model="ae")
@@ -178,9 +180,9 @@ def test_no_model_at_all_and_taken_port_are_one_line_errors(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(DeblurError, match="no model to serve.*make repro"):
-        serve_app.load_models(torch.device("cpu"))
+        serve_models.load_models(torch.device("cpu"))
     assert not (tmp_path / "mlflow.db").exists()  # looking for a registry created none
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         with pytest.raises(DeblurError, match=f"cannot listen on 127.0.0.1:{port}"):
-            serve_app.run("127.0.0.1", port, tile=64, overlap=16, device="cpu")
+            serve_server.run("127.0.0.1", port, tile=64, overlap=16, device="cpu")

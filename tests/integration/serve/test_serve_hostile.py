@@ -3,7 +3,7 @@ bodies, uploads withheld, foreign hosts and origins, a missing token, signals, a
 bounded schemathesis run against its OpenAPI schema.
 
 Each server here is uvicorn configured as `deblur serve` configures it
-(serve_app.uvicorn_config: the header deadline and the idle timeout included), on a port
+(serve_server.uvicorn_config: the header deadline and the idle timeout included), on a port
 of its own, in a thread.
 """
 
@@ -28,6 +28,8 @@ from support.tiny_models import random_image, save_tiny
 
 from deblur.config import ServeConfig
 from deblur.serve import app as serve_app
+from deblur.serve import models as serve_models
+from deblur.serve import server as serve_server
 from deblur.serve.guard import is_loopback
 
 TILE, OVERLAP = 64, 16
@@ -46,7 +48,7 @@ def tiny(tmp_path_factory):
 
 
 def make_app(tiny, token=None, **limits):
-    served = {"gan": serve_app.Served("gan", "tiny", tiny)}
+    served = {"gan": serve_models.Served("gan", "tiny", tiny)}
     return serve_app.create_app(
         served, tile=TILE, overlap=OVERLAP, limits=ServeConfig(**limits), warm=False, token=token
     )
@@ -58,7 +60,7 @@ def serving(app):
     import uvicorn
 
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(serve_app.uvicorn_config(app))
+    server = uvicorn.Server(serve_server.uvicorn_config(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -245,10 +247,10 @@ def test_a_token_is_checked_on_every_api_call(tiny):
 
 
 def test_binding_beyond_loopback_without_a_token_warns_in_one_line():
-    assert serve_app.exposure_warning("127.0.0.1", None) is None
-    assert serve_app.exposure_warning("::1", None) is None
-    assert serve_app.exposure_warning("0.0.0.0", "secret") is None
-    line = serve_app.exposure_warning("0.0.0.0", None)
+    assert serve_server.exposure_warning("127.0.0.1", None) is None
+    assert serve_server.exposure_warning("::1", None) is None
+    assert serve_server.exposure_warning("0.0.0.0", "secret") is None
+    line = serve_server.exposure_warning("0.0.0.0", None)
     assert line.startswith("warning: serving on 0.0.0.0 without a token: anyone who can reach")
     assert "--token" in line and "DEBLUR_SERVE_TOKEN" in line and "\n" not in line
     assert not is_loopback("192.168.1.20") and is_loopback("127.0.0.2")
@@ -329,7 +331,7 @@ def _contract():
     app built to produce it is discarded with its folder."""
     import schemathesis
 
-    app = serve_app.create_app({"gan": serve_app.Served("gan", "none")}, warm=False)
+    app = serve_app.create_app({"gan": serve_models.Served("gan", "none")}, warm=False)
     shutil.rmtree(app.state.deblur.folder)
     return schemathesis.openapi.from_dict(app.openapi())
 

@@ -25,6 +25,7 @@ from deblur import infer
 from deblur.config import ServeConfig
 from deblur.data.images import to_uint8
 from deblur.serve import app as serve_app
+from deblur.serve import models as serve_models
 
 TILE, OVERLAP = 64, 16
 
@@ -61,7 +62,7 @@ def gated(tiny):
 
 
 def app_with(model: nn.Module, **limits):
-    served = {"gan": serve_app.Served("gan", "gated tiny", model)}
+    served = {"gan": serve_models.Served("gan", "gated tiny", model)}
     return serve_app.create_app(
         served, tile=TILE, overlap=OVERLAP, limits=ServeConfig(**limits), warm=False
     )

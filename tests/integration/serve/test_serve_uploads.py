@@ -21,6 +21,7 @@ from support.servers import in_thread
 from support.tiny_models import save_tiny
 
 from deblur.serve import app as serve_app
+from deblur.serve import models as serve_models
 
 CAP = 2 * 2**20
 MB = 2**20
@@ -42,7 +43,7 @@ def png_header(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     model = save_tiny(tmp_path_factory.mktemp("models") / "gan.pt", "gan")
-    served = {"gan": serve_app.Served("gan", "tiny", model)}
+    served = {"gan": serve_models.Served("gan", "tiny", model)}
     return serve_app.create_app(served, tile=64, overlap=16, max_bytes=CAP, warm=False)
 
 
