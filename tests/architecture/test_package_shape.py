@@ -132,7 +132,13 @@ def test_the_cycle_finder_sees_imports_inside_functions(tmp_path, monkeypatch):
     "module", [m for m in all_modules() if m.startswith("deblur.tracking")] + ["deblur.export"]
 )
 def test_tracking_and_export_import_nothing_of_inference(module):
-    inference = {"deblur.infer", "deblur.predict", "deblur.pyfunc", "deblur.serve.app", "deblur.serve.models"}
+    inference = {
+        "deblur.infer",
+        "deblur.predict",
+        "deblur.pyfunc",
+        "deblur.serve.app",
+        "deblur.serve.models",
+    }
     assert not closure(module) & inference
 
 
