@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -45,3 +46,14 @@ def registered(kind: str, checkpoint: Path) -> str:
     mv = c.create_model_version(name, source=str(checkpoint.parent))
     c.set_model_version_tag(name, mv.version, "checkpoint_sha256", fsutil.sha256(checkpoint))
     return str(mv.version)
+
+
+def private_copy(tracking_root: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of a tracking store's project folder as the cwd and tracking URI, with an
+    empty registry-model cache: a test may change aliases without touching the original."""
+    root = tmp_path / "project"
+    shutil.copytree(tracking_root, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return root

@@ -47,15 +47,16 @@ def running(
 
 
 @contextmanager
-def in_thread(app) -> Iterator[str]:
+def in_thread(app, settings=None) -> Iterator[str]:
     """Serve an ASGI ``app`` with uvicorn in a thread on a free loopback port -> its URL.
 
-    The app's objects stay inspectable from the test (they share the process).
+    ``settings``: a uvicorn.Config for ``app`` (default: uvicorn's, quiet). The app's
+    objects stay inspectable from the test (they share the process).
     """
     import uvicorn
 
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(settings or uvicorn.Config(app, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:

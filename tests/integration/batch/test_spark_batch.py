@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.mlflow_runs import private_copy
 from support.tiny_models import random_image, save_tiny
 
 from deblur.batch import manifest
@@ -50,12 +51,7 @@ def registered_store(tmp_path_factory):
 
 @pytest.fixture
 def champion_project(registered_store, tmp_path, monkeypatch):
-    root = tmp_path / "project"
-    shutil.copytree(registered_store, root)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return root
+    return private_copy(registered_store, tmp_path, monkeypatch)
 
 
 def mixed_folder(root: Path) -> dict[str, str]:

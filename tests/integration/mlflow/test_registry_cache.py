@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 from PIL import Image
+from support.mlflow_runs import private_copy
 from support.tiny_models import random_image, save_tiny
 
 from deblur.tracking import flavour, registry, runs, store
@@ -31,13 +32,7 @@ def registered_store(tmp_path_factory):
 
 @pytest.fixture
 def champion_project(registered_store, tmp_path, monkeypatch):
-    """A private copy of the store as the cwd and tracking URI, and an empty model cache."""
-    root = tmp_path / "project"
-    shutil.copytree(registered_store, root)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return root
+    return private_copy(registered_store, tmp_path, monkeypatch)
 
 
 def _artifacts(root):

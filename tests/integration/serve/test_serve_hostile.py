@@ -15,15 +15,13 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image
-from support.servers import free_port, running
+from support.servers import free_port, in_thread, running
 from support.tiny_models import random_image, save_tiny
 
 from deblur.config import ServeConfig
@@ -54,25 +52,9 @@ def make_app(tiny, token=None, **limits):
     )
 
 
-@contextmanager
 def serving(app):
-    """uvicorn as `deblur serve` runs it, in a thread -> (url, app); stopped afterwards."""
-    import uvicorn
-
-    sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(serve_server.uvicorn_config(app))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+    """uvicorn as `deblur serve` runs it (its header deadline and idle timeout), in a thread."""
+    return in_thread(app, serve_server.uvicorn_config(app))
 
 
 def connect(url: str) -> socket.socket:
