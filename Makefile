@@ -22,6 +22,21 @@ help:
 	@echo "make lint | format | bench | serve | mlflow-ui | mlflow-server | runs | test-slow | clean"
 	@echo "make spark-cluster   a Spark standalone master + worker on 127.0.0.1 (docs/batch.md)"
 
+# $(call apt_install,MISSING,PACKAGE,WHAT NEEDS IT): Debian's PACKAGE where the shell test
+# MISSING holds and apt-get can run (root, or sudo without a password). A failed install
+# only warns: what needs it then skips, or fails under CI=true, and says why.
+define apt_install
+	@if $(1) && command -v apt-get >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then sudo=; \
+		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+		else echo "setup: $(2) missing; apt-get install $(2) as root"; exit 0; fi; \
+		echo "setup: installing Debian's $(2) for $(3)"; \
+		{ $$sudo apt-get update -qq && \
+		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $(2) >/dev/null; } \
+		|| echo "setup: warning: could not install $(2); $(3) will not run"; \
+	fi
+endef
+
 setup: postgresql java
 	@if [ -x $(BIN)/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(REQ_HASH)" ]; then \
 		echo "setup: .venv is up to date"; \
@@ -40,42 +55,18 @@ setup: postgresql java
 # a failed install only warns: the test then skips, or fails under CI=true.
 CHROMIUM := /usr/bin/chromium
 chromium:
-	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-		else echo "setup: $(CHROMIUM) missing; apt-get install chromium as root"; exit 0; fi; \
-		echo "setup: installing Debian's chromium for the browser test"; \
-		{ $$sudo apt-get update -qq && \
-		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; } \
-		|| echo "setup: warning: could not install chromium; the browser test will not run"; \
-	fi
+	$(call apt_install,[ ! -x $(CHROMIUM) ],chromium,the browser test)
 
 # The team tests run Debian's PostgreSQL 15 (tests/support/team_servers.py), installed like chromium.
 POSTGRES := /usr/lib/postgresql/15/bin/initdb
 postgresql:
-	@if [ ! -x $(POSTGRES) ] && command -v apt-get >/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-		else echo "setup: $(POSTGRES) missing; apt-get install postgresql-15 as root"; exit 0; fi; \
-		echo "setup: installing Debian's postgresql-15 for the team tests"; \
-		{ $$sudo apt-get update -qq && \
-		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql-15 >/dev/null; } \
-		|| echo "setup: warning: could not install postgresql-15; the team tests will skip"; \
-	fi
+	$(call apt_install,[ ! -x $(POSTGRES) ],postgresql-15,the team tests)
 
 # `deblur batch` runs on Apache Spark, whose JVM needs a Java runtime (17+). Where `java` is
 # missing and apt-get can run, Debian's headless JRE goes in: ~45 MB to download, ~200 MB
 # installed with its libraries. A failed install only warns: batch then says what to do.
 java:
-	@if ! command -v java >/dev/null && [ -z "$$JAVA_HOME" ] && command -v apt-get >/dev/null; then \
-		if [ "$$(id -u)" = 0 ]; then sudo=; \
-		elif sudo -n true 2>/dev/null; then sudo="sudo -n"; \
-		else echo "setup: java missing; apt-get install openjdk-17-jre-headless as root"; exit 0; fi; \
-		echo "setup: installing Debian's openjdk-17-jre-headless for deblur batch (Spark)"; \
-		{ $$sudo apt-get update -qq && \
-		  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openjdk-17-jre-headless >/dev/null; } \
-		|| echo "setup: warning: could not install Java; deblur batch and its tests will not run"; \
-	fi
+	$(call apt_install,! command -v java >/dev/null && [ -z "$$JAVA_HOME" ],openjdk-17-jre-headless,deblur batch and its tests)
 
 # A Spark standalone master and one worker on 127.0.0.1 until Ctrl-C (REST and remote
 # access off), for `deblur batch --master spark://127.0.0.1:PORT` (it prints the URL).
