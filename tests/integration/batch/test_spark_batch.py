@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from support.disks import small_tmpfs
 from support.mlflow_runs import private_copy
 from support.tiny_models import random_image, save_tiny
 
@@ -298,17 +299,8 @@ def test_a_killed_executor_still_ends_with_every_frame_once(champion_project, st
 @pytest.fixture
 def small_disk(tmp_path):
     """A 256 KiB tmpfs (needs root, as in CI's container); unmounted afterwards."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
-    )
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "small", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from support.servers import free_port
 
 from deblur import config, models, paths
 from deblur.data.images import png_bytes
@@ -188,20 +189,25 @@ def test_unreachable_tracking_server_is_one_line(trained_project, smoke_params, 
     assert "http://127.0.0.1:9" in proc.stderr and "unreachable" in proc.stderr
 
 
+def train_ae_on_two_processes(**env: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node 2 -m deblur train ae` on the CPU, one thread a process."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+    )
+
+
 def test_torchrun_two_process_gloo(trained_project, smoke_params):
     from mlflow import MlflowClient
 
     from deblur.tracking import store
 
     write_params(trained_project, smoke_params(epochs=1))
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = train_ae_on_two_processes()
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((paths.METRICS / "train_ae.json").read_text())
     assert summary["world_size"] == 2
@@ -213,28 +219,13 @@ def test_torchrun_two_process_gloo(trained_project, smoke_params):
     assert len(runs) == 1, "rank 0 alone logs"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_torchrun_failure_on_one_rank_is_one_line(trained_project, smoke_params):
     # Rank 0 alone talks to MLflow: with the server down it fails while rank 1 has gone on
     # into the first collective. Before, rank 1's gloo traceback and torchrun's report
     # followed rank 0's line: about 100 lines.
     write_params(trained_project, smoke_params(epochs=1))
-    dead = f"http://127.0.0.1:{_free_port()}"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "deblur", "train", "ae", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": dead},
-    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    proc = train_ae_on_two_processes(MLFLOW_TRACKING_URI=dead)
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) <= 3, "\n".join(lines[:40])

@@ -11,6 +11,7 @@ import zlib
 import numpy as np
 import pytest
 from PIL import Image
+from support.disks import small_tmpfs
 from support.tiny_models import random_image, save_tiny
 
 from deblur import predict as predicting
@@ -237,17 +238,8 @@ def test_the_icc_profile_is_kept(tmp_path, identity):
 def small_disk(tmp_path):
     """A 320 KB tmpfs: room for two noisy 200x200 PNGs, not five. Skipped where this
     process may not mount (not root, or a container without CAP_SYS_ADMIN)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=320k", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "disk", "320k") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=False)
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_the_photos_left(
